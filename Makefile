@@ -1,0 +1,41 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint types pytest bench learning clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Generate a demo population, load it into the embedded SQLite store and serve the API on :8000.
+demo: $(STAMP)
+	$(BIN)/rapport demo --host 127.0.0.1 --port 8000
+
+## Lint, type-check and run the whole test suite.
+test: $(STAMP) lint types pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -n 2 -q
+
+## Decision latency benchmark (open loop) against a bare FastAPI baseline.
+bench: $(STAMP)
+	$(BIN)/python -m bench.decisions_latency
+
+## Learning figures on the synthetic population (README "What it learns").
+learning: $(STAMP)
+	$(BIN)/rapport learning-report --customers 2000 --seed 7
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,38 @@
+"""Tunable parameters of the fold and of the defaults, in one validated place."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """Parameters of learning. Changing a fold parameter (half-life, capacities) needs a replay."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel_half_life_days: float = Field(
+        90.0, gt=0, description="Half-life of implicit channel counts, in days."
+    )
+    prior_strength: float = Field(
+        2.0,
+        ge=0,
+        description="Pseudo-count of the population prior in the empirical-Bayes shrinkage.",
+    )
+    habit_window: int = Field(10, ge=1, le=50, description="Recent requests kept per habit key.")
+    habit_min_count: int = Field(
+        3, ge=1, description="Matching recent requests needed before a default is offered."
+    )
+    habit_min_share: float = Field(
+        0.6, gt=0, le=1, description="Share of recent requests that must match, in [0, 1]."
+    )
+    default_max_declines: int = Field(
+        3, ge=1, description="Declines since the last acceptance after which a default stops."
+    )
+    seen_capacity: int = Field(
+        128,
+        ge=1,
+        description="Event ids remembered for idempotence; older events are 'too late'.",
+    )
+    max_habit_keys: int = Field(24, ge=1, description="Request kind x channel pairs tracked.")
+    max_request_kinds: int = Field(16, ge=1, description="Request kinds with channel counts.")
+    feedback_capacity: int = Field(20, ge=1, description="Recent feedback scores kept.")
+    resolved_cases_kept: int = Field(10, ge=0, description="Resolved cases kept for context.")
+    signatures_per_habit: int = Field(6, ge=1, description="Default outcomes kept per habit key.")

@@ -1,0 +1,197 @@
+"""What touchpoints send: events, with typed attributes per event type.
+
+An `Event` validates its `attributes` against the model of its `type` when it is built, so the
+fold never meets a malformed event. The typed view is available as `event.typed`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from engine.preferences import ConsentStatus, Purpose, validate_preference
+
+
+class Channel(StrEnum):
+    """The kind of touchpoint an event happened at, or a channel to contact a customer by."""
+
+    ATM = "atm"
+    WEB = "web"
+    MOBILE_APP = "mobile_app"
+    CALL_CENTER = "call_center"
+    BRANCH = "branch"
+    EMAIL = "email"
+    SMS = "sms"
+    CHAT = "chat"
+    SOCIAL = "social"
+    IOT = "iot"
+
+
+#: Channels through which the company can reach out to a customer.
+CONTACT_CHANNELS: tuple[Channel, ...] = (
+    Channel.CALL_CENTER,
+    Channel.EMAIL,
+    Channel.SMS,
+    Channel.MOBILE_APP,
+    Channel.CHAT,
+)
+
+
+class EventType(StrEnum):
+    REQUEST = "request"
+    CONTACT = "contact"
+    COMPLAINT_OPENED = "complaint_opened"
+    COMPLAINT_RESOLVED = "complaint_resolved"
+    FEEDBACK = "feedback"
+    PREFERENCE_STATED = "preference_stated"
+    CONSENT_CHANGED = "consent_changed"
+    OUTCOME = "outcome"
+
+
+class OutcomeKind(StrEnum):
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    IGNORED = "ignored"
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$")]
+RequestKind = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z][a-z0-9_]*$")]
+OptionValue = StrictStr | StrictBool | StrictInt
+
+
+class _Attributes(BaseModel):
+    # Touchpoints may send extra attributes; they are kept in the log but not learned from.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class RequestAttributes(_Attributes):
+    """A request or transaction, e.g. a cash withdrawal of 200 EUR without a receipt."""
+
+    request: RequestKind
+    amount: Decimal | None = Field(None, ge=0, max_digits=14, decimal_places=2)
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
+    receipt: StrictBool | None = None
+    options: dict[Annotated[str, Field(max_length=48)], OptionValue] = Field(
+        default_factory=dict, max_length=16
+    )
+
+    @model_validator(mode="after")
+    def _amount_has_currency(self) -> RequestAttributes:
+        if self.amount is not None and self.currency is None:
+            raise ValueError("currency is required when amount is given")
+        return self
+
+
+class ContactAttributes(_Attributes):
+    """A contact the customer chose to make (inbound call, chat, email)."""
+
+    topic: RequestKind | None = None
+
+
+class ComplaintAttributes(_Attributes):
+    case_id: Identifier
+    topic: RequestKind | None = None
+
+
+class FeedbackAttributes(_Attributes):
+    score: StrictInt = Field(ge=0, le=10)
+
+
+class PreferenceAttributes(_Attributes):
+    """An explicit statement, e.g. `{"key": "contact_channel", "value": "sms"}`."""
+
+    key: str
+    value: Any
+    source: str | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _known_key_and_value(self) -> PreferenceAttributes:
+        object.__setattr__(self, "value", validate_preference(self.key, self.value))
+        return self
+
+
+class ConsentAttributes(_Attributes):
+    purpose: Purpose
+    channel: Channel
+    status: ConsentStatus
+    source: str | None = Field(None, max_length=64)
+
+
+class OutcomeAttributes(_Attributes):
+    """The customer's answer to a default or action that a decision returned."""
+
+    decision_id: Identifier
+    target: Annotated[str, Field(min_length=1, max_length=96)]
+    outcome: OutcomeKind
+    kind: Literal["default", "action"] = "default"
+    request: RequestKind | None = None
+    habit_channel: Channel | None = None
+    signature: str | None = Field(None, max_length=512)
+
+
+ATTRIBUTE_MODELS: dict[EventType, type[_Attributes]] = {
+    EventType.REQUEST: RequestAttributes,
+    EventType.CONTACT: ContactAttributes,
+    EventType.COMPLAINT_OPENED: ComplaintAttributes,
+    EventType.COMPLAINT_RESOLVED: ComplaintAttributes,
+    EventType.FEEDBACK: FeedbackAttributes,
+    EventType.PREFERENCE_STATED: PreferenceAttributes,
+    EventType.CONSENT_CHANGED: ConsentAttributes,
+    EventType.OUTCOME: OutcomeAttributes,
+}
+
+
+class Event(BaseModel):
+    """One thing a customer did or said at a touchpoint. Immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Identifier
+    customer_id: Identifier
+    touchpoint: Annotated[str, Field(min_length=1, max_length=64)]
+    channel: Channel
+    type: EventType
+    occurred_at: AwareDatetime
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+    _typed: _Attributes = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _typed_attributes(self) -> Event:
+        model = ATTRIBUTE_MODELS[self.type]
+        try:
+            self._typed = model.model_validate(self.attributes)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(["attributes", *(str(part) for part in first["loc"])])
+            raise PydanticCustomError(
+                "invalid_attribute",
+                "{field}: {reason}",
+                {"field": field, "reason": first["msg"]},
+            ) from None
+        return self
+
+    @property
+    def typed(self) -> _Attributes:
+        """The attributes validated against the model of this event's type."""
+        return self._typed
+
+    @property
+    def at(self) -> datetime:
+        return self.occurred_at

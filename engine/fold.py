@@ -1,0 +1,311 @@
+"""The fold: `profile = fold(events)`, one event at a time with `apply(profile, event)`.
+
+Laws (property-tested in tests/engine/test_fold_laws.py):
+
+* idempotent: applying an event already folded changes nothing;
+* order-independent: any permutation of the same events gives the same profile (floats equal
+  up to rounding), as long as no event is older than the `seen_capacity` latest events;
+* bounded: the profile's size has a ceiling set by `EngineConfig`, whatever the history.
+
+An event older than all of the `seen_capacity` latest events of a customer cannot be told apart
+from a duplicate, so it is reported `TOO_LATE` and not folded (it stays in the event log).
+The online store and training replay share this function, so both see the same profile.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import TypeVar
+
+from engine.config import EngineConfig
+from engine.errors import EngineError
+from engine.events import (
+    CONTACT_CHANNELS,
+    ComplaintAttributes,
+    ConsentAttributes,
+    Event,
+    EventType,
+    FeedbackAttributes,
+    OutcomeAttributes,
+    OutcomeKind,
+    PreferenceAttributes,
+    RequestAttributes,
+)
+from engine.preferences import ConsentRecord, StatedPreference
+from engine.profile import (
+    CaseRecord,
+    DecayedCount,
+    DefaultFeedback,
+    FeedbackRecord,
+    Profile,
+    RequestRecord,
+    Stamp,
+    habit_key,
+)
+
+DEFAULT_CONFIG = EngineConfig()
+
+T = TypeVar("T")
+
+
+class FoldStatus(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    TOO_LATE = "too_late"
+
+
+class WrongCustomer(EngineError):
+    """An event was folded into another customer's profile."""
+
+
+def new_profile(customer_id: str) -> Profile:
+    return Profile(customer_id=customer_id)
+
+
+def apply(profile: Profile, event: Event, config: EngineConfig = DEFAULT_CONFIG) -> Profile:
+    """Return the profile with `event` folded in; `profile` itself is not changed."""
+    return fold(profile, [event], config)
+
+
+def fold(
+    profile: Profile | None, events: Iterable[Event], config: EngineConfig = DEFAULT_CONFIG
+) -> Profile:
+    """Fold `events` (in any order) into a copy of `profile`, or into a new profile."""
+    folded, _ = fold_with_status(profile, events, config)
+    return folded
+
+
+def fold_with_status(
+    profile: Profile | None, events: Iterable[Event], config: EngineConfig = DEFAULT_CONFIG
+) -> tuple[Profile, list[FoldStatus]]:
+    """Like `fold`, and tell for each event whether it was applied, a duplicate or too late."""
+    events = list(events)
+    if profile is None:
+        if not events:
+            raise EngineError("cannot fold no events into no profile")
+        profile = new_profile(events[0].customer_id)
+    else:
+        profile = profile.model_copy(deep=True)
+    return profile, [apply_in_place(profile, event, config) for event in events]
+
+
+def apply_in_place(profile: Profile, event: Event, config: EngineConfig) -> FoldStatus:
+    """Fold one event into `profile`, mutating it. Callers own the copy (see `fold`)."""
+    if event.customer_id != profile.customer_id:
+        raise WrongCustomer(f"event {event.event_id} is not for this profile")
+    status = _remember(profile, event, config.seen_capacity)
+    if status is not FoldStatus.APPLIED:
+        return status
+    profile.event_count += 1
+    if profile.first_seen is None or event.occurred_at < profile.first_seen:
+        profile.first_seen = event.occurred_at
+    if profile.last_seen is None or event.occurred_at > profile.last_seen:
+        profile.last_seen = event.occurred_at
+    _APPLIERS[event.type](profile, event, config)
+    return FoldStatus.APPLIED
+
+
+def event_digest(event_id: str) -> str:
+    """A short, stable digest of an event id (the profile stores digests, not ids)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+
+
+def _remember(profile: Profile, event: Event, capacity: int) -> FoldStatus:
+    mark = (_microseconds(event.occurred_at), event_digest(event.event_id))
+    seen = profile.seen
+    index = bisect.bisect_left(seen, mark)
+    if index < len(seen) and seen[index] == mark:
+        return FoldStatus.DUPLICATE
+    if len(seen) >= capacity and index == 0:
+        return FoldStatus.TOO_LATE
+    seen.insert(index, mark)
+    if len(seen) > capacity:
+        del seen[0]
+    return FoldStatus.APPLIED
+
+
+def _microseconds(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+def _count(counts: dict[str, DecayedCount], key: str, when: datetime, half_life: float) -> None:
+    counts.setdefault(key, DecayedCount()).add(when, half_life)
+
+
+def _keep_latest(items: list[T], limit: int, order: Callable[[T], tuple[datetime, str]]) -> None:
+    items.sort(key=order)
+    del items[: max(0, len(items) - limit)]
+
+
+def _evict_stalest(mapping: dict[str, T], limit: int, latest: Callable[[T], datetime]) -> None:
+    while len(mapping) > limit:
+        stalest = min(mapping, key=lambda key: (latest(mapping[key]), key))
+        del mapping[stalest]
+
+
+def _latest_count(counts: dict[str, DecayedCount]) -> datetime:
+    return max(count.at for count in counts.values() if count.at is not None)
+
+
+def _apply_request(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, RequestAttributes)
+    half_life = config.channel_half_life_days
+    channel, when = event.channel.value, event.occurred_at
+    _count(profile.channel_usage, channel, when, half_life)
+    by_kind = profile.request_channels.setdefault(attributes.request, {})
+    _count(by_kind, channel, when, half_life)
+    _evict_stalest(profile.request_channels, config.max_request_kinds, _latest_count)
+
+    record = RequestRecord(
+        event_id=event.event_id,
+        at=when,
+        amount=attributes.amount,
+        currency=attributes.currency,
+        receipt=attributes.receipt,
+        options=dict(attributes.options),
+    )
+    recent = profile.habits.setdefault(habit_key(attributes.request, channel), [])
+    recent.append(record)
+    _keep_latest(recent, config.habit_window, lambda r: (r.at, r.event_id))
+    _evict_stalest(profile.habits, config.max_habit_keys, lambda records: records[-1].at)
+
+
+def _apply_contact(profile: Profile, event: Event, config: EngineConfig) -> None:
+    half_life = config.channel_half_life_days
+    _count(profile.channel_usage, event.channel.value, event.occurred_at, half_life)
+    if event.channel in CONTACT_CHANNELS:
+        _count(profile.contact_channels, event.channel.value, event.occurred_at, half_life)
+
+
+def _apply_complaint_opened(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, ComplaintAttributes)
+    _apply_contact(profile, event, config)
+    case = profile.cases.setdefault(attributes.case_id, CaseRecord(case_id=attributes.case_id))
+    if case.opened_at is None or event.occurred_at < case.opened_at:
+        case.opened_at = event.occurred_at
+        case.topic = attributes.topic or case.topic
+        case.channel = event.channel.value
+    _bound_cases(profile, config)
+
+
+def _apply_complaint_resolved(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, ComplaintAttributes)
+    case = profile.cases.setdefault(attributes.case_id, CaseRecord(case_id=attributes.case_id))
+    if case.resolved_at is None or event.occurred_at > case.resolved_at:
+        case.resolved_at = event.occurred_at
+    _bound_cases(profile, config)
+
+
+def _bound_cases(profile: Profile, config: EngineConfig) -> None:
+    resolved = [case for case in profile.cases.values() if case.resolved_at is not None]
+    resolved.sort(key=lambda case: (case.resolved_at, case.case_id))
+    for case in resolved[: max(0, len(resolved) - config.resolved_cases_kept)]:
+        del profile.cases[case.case_id]
+
+
+def _apply_feedback(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, FeedbackAttributes)
+    profile.feedback.append(
+        FeedbackRecord(
+            event_id=event.event_id,
+            at=event.occurred_at,
+            touchpoint=event.touchpoint,
+            channel=event.channel.value,
+            score=attributes.score,
+        )
+    )
+    _keep_latest(profile.feedback, config.feedback_capacity, lambda f: (f.at, f.event_id))
+
+
+def _later(stamp_at: datetime, stamp_id: str, than_at: datetime, than_id: str) -> bool:
+    return (stamp_at, stamp_id) > (than_at, than_id)
+
+
+def _apply_preference(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, PreferenceAttributes)
+    current = profile.stated.get(attributes.key)
+    if current and not _later(
+        event.occurred_at, event.event_id, current.stated_at, current.event_id
+    ):
+        return
+    profile.stated[attributes.key] = StatedPreference(
+        value=attributes.value,
+        source=attributes.source or event.touchpoint,
+        stated_at=event.occurred_at,
+        event_id=event.event_id,
+    )
+
+
+def _apply_consent(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, ConsentAttributes)
+    key = f"{attributes.purpose.value}:{attributes.channel.value}"
+    current = profile.consents.get(key)
+    if current and not _later(
+        event.occurred_at, event.event_id, current.changed_at, current.event_id
+    ):
+        return
+    profile.consents[key] = ConsentRecord(
+        purpose=attributes.purpose,
+        channel=attributes.channel.value,
+        status=attributes.status,
+        source=attributes.source or event.touchpoint,
+        changed_at=event.occurred_at,
+        event_id=event.event_id,
+    )
+
+
+def _apply_outcome(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, OutcomeAttributes)
+    if attributes.kind != "default" or attributes.outcome is OutcomeKind.IGNORED:
+        return
+    if not (attributes.request and attributes.habit_channel and attributes.signature is not None):
+        return
+    key = habit_key(attributes.request, attributes.habit_channel.value)
+    by_signature = profile.default_feedback.setdefault(key, {})
+    feedback = by_signature.setdefault(attributes.signature, DefaultFeedback())
+    when = event.occurred_at
+    if attributes.outcome is OutcomeKind.ACCEPTED:
+        feedback.accepted += 1
+        if feedback.last_accepted_at is None or when > feedback.last_accepted_at:
+            feedback.last_accepted_at = when
+    else:
+        feedback.declines.append(Stamp(at=when, event_id=event.event_id))
+        _keep_latest(
+            feedback.declines, 2 * config.default_max_declines, lambda s: (s.at, s.event_id)
+        )
+    if feedback.last_at is None or when > feedback.last_at:
+        feedback.last_at = when
+    _evict_stalest(by_signature, config.signatures_per_habit, _feedback_last_at)
+    _evict_stalest(profile.default_feedback, config.max_habit_keys, _latest_feedback)
+
+
+def _feedback_last_at(feedback: DefaultFeedback) -> datetime:
+    assert feedback.last_at is not None
+    return feedback.last_at
+
+
+def _latest_feedback(by_signature: dict[str, DefaultFeedback]) -> datetime:
+    return max(_feedback_last_at(feedback) for feedback in by_signature.values())
+
+
+_APPLIERS: dict[EventType, Callable[[Profile, Event, EngineConfig], None]] = {
+    EventType.REQUEST: _apply_request,
+    EventType.CONTACT: _apply_contact,
+    EventType.COMPLAINT_OPENED: _apply_complaint_opened,
+    EventType.COMPLAINT_RESOLVED: _apply_complaint_resolved,
+    EventType.FEEDBACK: _apply_feedback,
+    EventType.PREFERENCE_STATED: _apply_preference,
+    EventType.CONSENT_CHANGED: _apply_consent,
+    EventType.OUTCOME: _apply_outcome,
+}

@@ -1,0 +1,1 @@
+"""Online and offline storage of profiles, events and decisions."""

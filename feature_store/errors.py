@@ -1,0 +1,20 @@
+"""Errors raised by stores."""
+
+
+class StoreError(Exception):
+    """Base class of the store errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or did not answer in time; the caller may retry later.
+
+    `retry_after` is a hint in seconds.
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnsupportedStoreUrl(StoreError):
+    """`RAPPORT_STORE` names a scheme no store implements."""
