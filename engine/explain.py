@@ -1,0 +1,127 @@
+"""Customer-readable reasons, in English and Italian, for every default and learned preference."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.channel_preference import ChannelEstimate
+from engine.decision import Reasons
+from engine.habits import UsualRequest
+
+# Plural nouns for request kinds; unknown kinds get a generic phrase.
+_REQUEST_NOUNS: dict[str, tuple[str, str]] = {
+    "cash_withdrawal": ("withdrawals", "prelievi"),
+    "balance_enquiry": ("balance enquiries", "richieste di saldo"),
+    "bill_enquiry": ("bill enquiries", "richieste sulla bolletta"),
+    "top_up": ("top-ups", "ricariche"),
+    "transfer": ("transfers", "bonifici"),
+    "payment": ("payments", "pagamenti"),
+}
+_GENERIC_NOUN = ("requests of this kind", "richieste di questo tipo")
+
+_CHANNEL_NAMES: dict[str, tuple[str, str]] = {
+    "atm": ("ATM", "ATM"),
+    "web": ("the website", "il sito web"),
+    "mobile_app": ("the mobile app", "l'app"),
+    "call_center": ("phone", "telefono"),
+    "branch": ("branch", "filiale"),
+    "email": ("email", "email"),
+    "sms": ("SMS", "SMS"),
+    "chat": ("chat", "chat"),
+    "social": ("social media", "social"),
+    "iot": ("connected devices", "dispositivi connessi"),
+}
+
+
+def request_noun(request: str) -> tuple[str, str]:
+    return _REQUEST_NOUNS.get(request, _GENERIC_NOUN)
+
+
+def channel_name(channel: str) -> tuple[str, str]:
+    return _CHANNEL_NAMES.get(channel, (channel, channel))
+
+
+def describe_values(values: Mapping[str, Any]) -> tuple[str, str]:
+    """E.g. ("200 EUR, no receipt", "200 EUR, senza scontrino")."""
+    english: list[str] = []
+    italian: list[str] = []
+    if "amount" in values:
+        amount = f"{values['amount']} {values.get('currency', '')}".strip()
+        english.append(amount)
+        italian.append(amount)
+    if "receipt" in values:
+        english.append("with receipt" if values["receipt"] else "no receipt")
+        italian.append("con scontrino" if values["receipt"] else "senza scontrino")
+    for key, value in values.items():
+        if key not in ("amount", "currency", "receipt"):
+            english.append(f"{key} {value}")
+            italian.append(f"{key} {value}")
+    return ", ".join(english), ", ".join(italian)
+
+
+def habit_reasons(habit: UsualRequest) -> Reasons:
+    noun_en, noun_it = request_noun(habit.request)
+    values_en, values_it = describe_values(habit.values)
+    verb_it = "erano di" if "amount" in habit.values else "erano"
+    return Reasons(
+        en=f"{habit.matches} of your last {habit.window} {noun_en} were {values_en}",
+        it=f"{habit.matches} dei tuoi ultimi {habit.window} {noun_it} {verb_it} {values_it}",
+    )
+
+
+def stated_override_reasons(key: str, value: Any) -> Reasons:
+    """A stated preference that changed a default's values."""
+    if key == "receipt":
+        return Reasons(
+            en="You asked for a paper receipt" if value else "You asked for no paper receipt",
+            it="Hai chiesto lo scontrino" if value else "Hai chiesto di non ricevere lo scontrino",
+        )
+    return Reasons(
+        en=f"You told us your preference for {key}: {value}",
+        it=f"Ci hai indicato la tua preferenza per {key}: {value}",
+    )
+
+
+def join_reasons(parts: list[Reasons]) -> Reasons:
+    return Reasons(en="; ".join(p.en for p in parts), it="; ".join(p.it for p in parts))
+
+
+def _percent(probability: float) -> int:
+    return round(100 * probability)
+
+
+def contact_channel_reasons(choice: ChannelEstimate) -> Reasons:
+    name_en, name_it = channel_name(choice.channel)
+    share = _percent(choice.probability)
+    if choice.source == "stated":
+        return Reasons(
+            en=f"You told us you prefer to be contacted by {name_en}",
+            it=f"Ci hai detto che preferisci essere contattato via {name_it}",
+        )
+    if choice.source == "population":
+        return Reasons(
+            en=f"Most customers prefer {name_en} (we do not know your preference yet)",
+            it=f"La maggior parte dei clienti preferisce {name_it} "
+            "(non conosciamo ancora la tua preferenza)",
+        )
+    if choice.probability >= 0.5:
+        return Reasons(
+            en=f"You chose {name_en} for most of your recent contacts (about {share}%)",
+            it=f"Hai scelto {name_it} per la maggior parte dei tuoi contatti recenti "
+            f"(circa {share}%)",
+        )
+    return Reasons(
+        en=f"You seem to prefer {name_en} for contacts, though not strongly (about {share}%)",
+        it=f"Sembri preferire {name_it} per i contatti, ma non nettamente (circa {share}%)",
+    )
+
+
+def request_channel_reasons(request: str, choice: ChannelEstimate) -> Reasons:
+    noun_en, noun_it = request_noun(request)
+    name_en, name_it = channel_name(choice.channel)
+    share = _percent(choice.probability)
+    return Reasons(
+        en=f"You usually make {noun_en} on {name_en} (about {share}%)",
+        it=f"Di solito fai {noun_it} tramite {name_it} (circa {share}%)",
+    )
