@@ -95,7 +95,13 @@ class RequestAttributes(_Attributes):
     def _amount_has_currency(self) -> RequestAttributes:
         if self.amount is not None and self.currency is None:
             raise ValueError("currency is required when amount is given")
+        clashing = sorted(set(self.options) & _TYPED_REQUEST_FIELDS)
+        if clashing:
+            raise ValueError(f"options must not repeat typed fields: {', '.join(clashing)}")
         return self
+
+
+_TYPED_REQUEST_FIELDS = {"request", "amount", "currency", "receipt"}
 
 
 class ContactAttributes(_Attributes):

@@ -1,0 +1,1 @@
+"""Training: datasets, models, evaluation and registry, and the synthetic population."""
