@@ -110,7 +110,7 @@ def contact_channel(
 ) -> ChannelEstimate:
     """The channel to contact the customer by: a stated preference wins over a learned one."""
     stated = profile.stated.get("contact_channel") if profile else None
-    if stated is not None:
+    if stated is not None and stated.value is not None:
         return ChannelEstimate(
             channel=str(stated.value), probability=1.0, confidence=1.0, source="stated"
         )

@@ -85,7 +85,7 @@ def personalised_default(habit: UsualRequest, profile: Profile) -> Default:
     reasons: list[Reasons] = [habit_reasons(habit)]
     for key in _OVERRIDABLE_VALUES:
         stated = profile.stated.get(key)
-        if stated is not None and key in values and values[key] != stated.value:
+        if stated and stated.value is not None and key in values and values[key] != stated.value:
             values[key] = stated.value
             reasons.append(stated_override_reasons(key, stated.value))
     return Default(

@@ -7,3 +7,12 @@ class EngineError(Exception):
 
 class UnknownOutcomeTarget(EngineError):
     """An outcome names an item that the decision did not return."""
+
+
+class InvalidPreference(EngineError, ValueError):
+    """A stated preference has an unknown key or a value the key does not allow."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"preference {key!r} {reason}")
+        self.key = key
+        self.reason = reason

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from engine.errors import InvalidPreference
+
 
 class Purpose(StrEnum):
     SERVICE = "service"
@@ -60,14 +62,20 @@ PREFERENCE_KEYS: dict[str, Callable[[Any], Any]] = {
 
 
 def validate_preference(key: str, value: Any) -> Any:
-    """Return `value` if it is valid for the preference `key`; raise ValueError otherwise."""
+    """Return `value` if it is valid for the preference `key`; raise InvalidPreference if not.
+
+    `None` withdraws an earlier statement: the preference is then learned again.
+    """
     check = PREFERENCE_KEYS.get(key)
     if check is None:
-        raise ValueError(f"unknown preference {key!r}; known: {', '.join(sorted(PREFERENCE_KEYS))}")
+        known = ", ".join(sorted(PREFERENCE_KEYS))
+        raise InvalidPreference(key, f"is not a known preference (known: {known})")
+    if value is None:
+        return None
     try:
         return check(value)
     except ValueError as exc:
-        raise ValueError(f"preference {key!r} {exc}") from None
+        raise InvalidPreference(key, str(exc)) from None
 
 
 class StatedPreference(BaseModel):

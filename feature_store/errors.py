@@ -18,3 +18,7 @@ class StoreUnavailable(StoreError):
 
 class UnsupportedStoreUrl(StoreError):
     """`RAPPORT_STORE` names a scheme no store implements."""
+
+
+class DuplicateDecision(StoreError):
+    """A decision with this `decision_id` is already in the decision log; the log is append-only."""

@@ -1,0 +1,1 @@
+"""The HTTP API, its settings and the `rapport` command line."""

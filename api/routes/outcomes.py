@@ -1,0 +1,22 @@
+from fastapi import APIRouter
+
+from api.deps import Now, Store
+from api.schemas import OutcomeIn, OutcomeOut
+from feature_store.base import AppendStatus
+from feature_store.serving import record_outcome
+
+router = APIRouter(prefix="/v1/outcomes", tags=["outcomes"])
+
+
+@router.post("", response_model=OutcomeOut)
+def post_outcome(outcome: OutcomeIn, store: Store, now: Now) -> OutcomeOut:
+    """The customer's answer to a default of a decision; it teaches the profile."""
+    status = record_outcome(
+        store, outcome.decision_id, outcome.id, outcome.outcome, at=outcome.at or now
+    )
+    return OutcomeOut(
+        decision_id=outcome.decision_id,
+        id=outcome.id,
+        outcome=outcome.outcome,
+        status="duplicate" if status is AppendStatus.DUPLICATE else "accepted",
+    )

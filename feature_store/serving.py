@@ -1,0 +1,107 @@
+"""Use-cases of the serving path: the engine's pure functions over an `OnlineStore`.
+
+Each function is what one API route calls; the API only parses and shapes answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from engine.customer_view import CustomerView, describe_customer
+from engine.decide import decide, degraded_decision, outcome_event
+from engine.decision import Decision, DecisionRequest
+from engine.events import Channel, Event, EventType, OutcomeKind
+from engine.preferences import validate_preference
+from feature_store.base import AppendStatus, OnlineStore
+from feature_store.errors import StoreError, StoreUnavailable
+
+
+class UnknownCustomer(StoreError):
+    """No event of this customer was ever folded."""
+
+
+class UnknownDecision(StoreError):
+    """No decision with this id is in the decision log."""
+
+
+def new_decision_id() -> str:
+    return f"dec_{uuid.uuid4().hex}"
+
+
+def decide_for(store: OnlineStore, request: DecisionRequest, *, at: datetime) -> Decision:
+    """Decide and log. If the store is unreachable, answer safely with `degraded=True`.
+
+    A degraded decision is not in the decision log (the log lives in the store), so no
+    outcome can be recorded against it.
+    """
+    decision_id = new_decision_id()
+    try:
+        profile = store.read_profile(request.customer_id)
+        prior = store.population_prior()
+    except StoreUnavailable:
+        return degraded_decision(request, decision_id=decision_id, at=at)
+    decision = decide(
+        profile, request, prior=prior, config=store.config, decision_id=decision_id, at=at
+    )
+    try:
+        store.log_decision(decision)
+    except StoreUnavailable:
+        return degraded_decision(request, decision_id=decision_id, at=at)
+    return decision
+
+
+def record_outcome(
+    store: OnlineStore, decision_id: str, item_id: str, outcome: OutcomeKind, *, at: datetime
+) -> AppendStatus:
+    """Join the customer's answer to its decision and fold it into the profile.
+
+    Raises UnknownDecision, or engine.errors.UnknownOutcomeTarget for an item the decision did
+    not return. Repeating an outcome is a DUPLICATE and changes nothing.
+    """
+    decision = store.read_decision(decision_id)
+    if decision is None:
+        raise UnknownDecision(decision_id)
+    [status] = store.apply_events([outcome_event(decision, item_id, outcome, at=at)])
+    return status
+
+
+def preference_events(
+    customer_id: str,
+    preferences: Mapping[str, Any],
+    *,
+    touchpoint: str,
+    channel: Channel,
+    source: str | None,
+    at: datetime,
+) -> list[Event]:
+    """Statements as `preference_stated` events (ValueError names a bad key or value)."""
+    for key, value in preferences.items():
+        validate_preference(key, value)
+    statement = uuid.uuid4().hex
+    return [
+        Event(
+            event_id=f"pref_{statement}_{key}",
+            customer_id=customer_id,
+            touchpoint=touchpoint,
+            channel=channel,
+            type=EventType.PREFERENCE_STATED,
+            occurred_at=at,
+            attributes={"key": key, "value": value, "source": source or touchpoint},
+        )
+        for key, value in sorted(preferences.items())
+    ]
+
+
+def ingest(store: OnlineStore, events: Sequence[Event]) -> list[AppendStatus]:
+    """Log and fold events (atomic per customer, idempotent by event id)."""
+    return store.apply_events(events) if events else []
+
+
+def customer_view(store: OnlineStore, customer_id: str, *, at: datetime) -> CustomerView:
+    profile = store.read_profile(customer_id)
+    if profile is None:
+        raise UnknownCustomer(customer_id)
+    return describe_customer(profile, store.population_prior(), at=at, config=store.config)

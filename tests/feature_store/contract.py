@@ -1,0 +1,568 @@
+"""The contract every `OnlineStore` passes, run against the real backend (no mocks).
+
+A backend's test module subclasses `OnlineStoreContract` and provides one fixture, `new_backend`:
+a callable that creates an empty backend of its own (a new file, a new database) and returns a
+`StoreOpener` for it. The opener opens another handle on that same backend each time it is
+called, with `population_prior()` uncached (TTL 0); it must be picklable, because the
+multi-process test calls it in child processes.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from engine.config import EngineConfig
+from engine.decision import ContactChannel, Decision, Default, Reasons
+from engine.events import Channel, Event, EventType
+from engine.fold import fold
+from engine.profile import Profile
+from feature_store.base import AppendStatus, OnlineStore
+from feature_store.errors import DuplicateDecision, StoreUnavailable
+
+StoreOpener = Callable[[EngineConfig], OnlineStore]
+NewBackend = Callable[[], StoreOpener]
+
+T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
+CONFIG = EngineConfig()
+#: Room for every event of the concurrency tests, so none of them is TOO_LATE whatever the
+#: interleaving: then event_count must equal the number of events sent.
+ROOMY = EngineConfig(seen_capacity=2048)
+
+ACCEPTED, DUPLICATE, TOO_LATE = AppendStatus.ACCEPTED, AppendStatus.DUPLICATE, AppendStatus.TOO_LATE
+
+
+# -- event builders ----------------------------------------------------------------------------
+
+
+def withdrawal(
+    event_id: str,
+    *,
+    customer_id: str = "cust-1",
+    at: datetime = T0,
+    amount: int = 200,
+    receipt: bool = False,
+    channel: str = "atm",
+) -> Event:
+    """A cash withdrawal at an ATM (or at `channel`), e.g. 200 EUR without a receipt."""
+    return Event(
+        event_id=event_id,
+        customer_id=customer_id,
+        touchpoint=f"{channel}-0042",
+        channel=Channel(channel),
+        type=EventType.REQUEST,
+        occurred_at=at,
+        attributes={
+            "request": "cash_withdrawal",
+            "amount": amount,
+            "currency": "EUR",
+            "receipt": receipt,
+        },
+    )
+
+
+def contact(
+    event_id: str, channel: str, *, customer_id: str = "cust-1", at: datetime = T0
+) -> Event:
+    """The customer reached out by `channel` (e.g. "sms", "email")."""
+    return _event(event_id, customer_id, "contact", channel, at, {"topic": "card_limit"})
+
+
+def _event(
+    event_id: str, customer_id: str, type_: str, channel: str, at: datetime, attributes: Any
+) -> Event:
+    return Event(
+        event_id=event_id,
+        customer_id=customer_id,
+        touchpoint=f"{channel}-0042",
+        channel=Channel(channel),
+        type=EventType(type_),
+        occurred_at=at,
+        attributes=attributes,
+    )
+
+
+def varied_history(customer_id: str = "cust-1") -> list[Event]:
+    """Forty events of every kind the fold learns from, spread over ten weeks."""
+    events: list[Event] = []
+    for i in range(40):
+        at = T0 + timedelta(days=(i * 37) % 70, minutes=i)
+        kind = i % 5
+        event_id = f"h-{i}"
+        if kind in (0, 1):
+            events.append(
+                withdrawal(event_id, customer_id=customer_id, at=at, amount=[200, 50][i % 2])
+            )
+        elif kind == 2:
+            events.append(
+                contact(
+                    event_id, ["sms", "email", "call_center"][i % 3], customer_id=customer_id, at=at
+                )
+            )
+        elif kind == 3:
+            events.append(_event(event_id, customer_id, "feedback", "web", at, {"score": i % 11}))
+        else:
+            value = ["sms", "email"][i % 2]
+            attributes = {"key": "contact_channel", "value": value}
+            events.append(_event(event_id, customer_id, "preference_stated", "web", at, attributes))
+    return events
+
+
+def unfoldable(event_id: str, customer_id: str = "cust-1") -> Event:
+    """A request built without validation, as a buggy caller could hand over: the fold raises.
+
+    It is the one legitimate way, without mocking the store, to make a batch fail after the
+    backend has started its write; see test_a_batch_that_fails_leaves_nothing_behind.
+    """
+    return Event.model_construct(
+        event_id=event_id,
+        customer_id=customer_id,
+        touchpoint="atm-0042",
+        channel=Channel.ATM,
+        type=EventType.REQUEST,
+        occurred_at=T0,
+        attributes={},
+    )
+
+
+def decision(decision_id: str, customer_id: str = "cust-1") -> Decision:
+    reasons = Reasons(en="8 of your last 10 withdrawals", it="8 dei tuoi ultimi 10 prelievi")
+    return Decision(
+        decision_id=decision_id,
+        customer_id=customer_id,
+        touchpoint="atm-0042",
+        touchpoint_channel="atm",
+        decided_at=T0,
+        known_customer=True,
+        defaults=[
+            Default(
+                id="default:cash_withdrawal",
+                request="cash_withdrawal",
+                channel="atm",
+                values={"amount": 200, "currency": "EUR", "receipt": False},
+                confidence=0.8,
+                reasons=reasons,
+                matches=8,
+                window=10,
+                signature="amount=200;currency='EUR';receipt=False",
+            )
+        ],
+        channel=ContactChannel(
+            channel="sms", source="learned", probability=0.7, confidence=0.6, reasons=reasons
+        ),
+        policy_version="rules-1",
+        model_version="als-3",
+        context={"request": "cash_withdrawal"},
+    )
+
+
+# -- comparisons -------------------------------------------------------------------------------
+
+
+def assert_profiles_close(
+    actual: Profile | None, expected: Profile | None, rel: float = 1e-9
+) -> None:
+    """Profiles equal field by field, floats up to `rel` (decayed counts round differently)."""
+    assert actual is not None
+    assert expected is not None
+    _assert_close(actual.model_dump(), expected.model_dump(), rel, "profile")
+
+
+def _assert_close(actual: object, expected: object, rel: float, where: str) -> None:
+    if isinstance(expected, float) and isinstance(actual, float):
+        assert math.isclose(actual, expected, rel_tol=rel, abs_tol=1e-12), where
+    elif isinstance(expected, dict) and isinstance(actual, dict):
+        assert actual.keys() == expected.keys(), where
+        for key in expected:
+            _assert_close(actual[key], expected[key], rel, f"{where}.{key}")
+    elif isinstance(expected, list | tuple) and isinstance(actual, list | tuple):
+        assert len(actual) == len(expected), where
+        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            _assert_close(a, e, rel, f"{where}[{index}]")
+    else:
+        assert actual == expected, where
+
+
+def profile_json(store: OnlineStore, customer_id: str) -> str | None:
+    profile = store.read_profile(customer_id)
+    return None if profile is None else profile.model_dump_json()
+
+
+# -- concurrency helpers (module level: child processes import them) ---------------------------
+
+
+def concurrent_events(worker: int, count: int, customer_id: str = "cust-1") -> list[Event]:
+    """`count` distinct withdrawals of one worker, at times no other worker uses."""
+    return [
+        withdrawal(
+            f"w{worker}-{i}", customer_id=customer_id, at=T0 + timedelta(seconds=i * 64 + worker)
+        )
+        for i in range(count)
+    ]
+
+
+def apply_one_by_one(store: OnlineStore, events: Sequence[Event]) -> list[AppendStatus]:
+    """Like touchpoints sending one event per request, and retrying when told to (a 503).
+
+    Waiting writers are not served in order (SQLite's busy handler polls), so under this load
+    a write may time out; the contract allows that, provided nothing is lost or doubled.
+    """
+    return [status for event in events for status in _apply_retrying(store, event)]
+
+
+def _apply_retrying(store: OnlineStore, event: Event) -> list[AppendStatus]:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            return store.apply_events([event])
+        except StoreUnavailable as unavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(min(unavailable.retry_after, 0.05))
+
+
+def process_worker(opener: StoreOpener, worker: int, count: int, start: Any) -> None:
+    """Run in a child process: open the store, wait for the others, apply events one by one.
+
+    A TOO_LATE or an error fails the child (exit code 1, traceback on stderr).
+    """
+    with closing(opener(ROOMY)) as store:
+        start.wait(timeout=60)
+        statuses = apply_one_by_one(store, concurrent_events(worker, count))
+    assert TOO_LATE not in statuses, f"worker {worker}"
+
+
+class OnlineStoreContract:
+    """The shared suite. Subclasses provide the `new_backend` fixture (see the module docstring)."""
+
+    @pytest.fixture
+    def new_backend(self) -> NewBackend:
+        raise NotImplementedError("a backend's test class provides the new_backend fixture")
+
+    @pytest.fixture
+    def store_opener(self, new_backend: NewBackend) -> StoreOpener:
+        return new_backend()
+
+    @pytest.fixture
+    def store(self, store_opener: StoreOpener) -> Iterator[OnlineStore]:
+        with closing(store_opener(CONFIG)) as store:
+            yield store
+
+    # -- profiles ------------------------------------------------------------------------------
+
+    def test_an_unknown_customer_has_no_profile(self, store: OnlineStore) -> None:
+        assert store.read_profile("nobody") is None
+        assert store.customer_events("nobody") == []
+
+    def test_applied_events_are_folded_into_the_profile(self, store: OnlineStore) -> None:
+        events = [withdrawal(f"e-{i}", at=T0 + timedelta(days=i)) for i in range(3)]
+
+        assert store.apply_events(events) == [ACCEPTED] * 3
+
+        profile = store.read_profile("cust-1")
+        assert profile is not None
+        assert profile.event_count == 3
+        assert profile.last_seen == T0 + timedelta(days=2)
+        habit = profile.habits["cash_withdrawal@atm"]
+        assert [record.event_id for record in habit] == ["e-0", "e-1", "e-2"]
+        assert {record.values()["amount"] for record in habit} == {200}
+        assert store.read_profile("cust-2") is None
+
+    def test_the_profile_is_the_fold_of_the_events(self, store: OnlineStore) -> None:
+        events = varied_history()
+        store.apply_events(events[:15])
+        store.apply_events(events[15:])
+
+        assert_profiles_close(store.read_profile("cust-1"), fold(None, events, CONFIG))
+
+    def test_an_event_that_no_population_counter_counts_is_folded_too(
+        self, store: OnlineStore
+    ) -> None:
+        stated = _event(
+            "p-1", "cust-1", "preference_stated", "web", T0, {"key": "receipt", "value": True}
+        )
+
+        assert store.apply_events([stated]) == [ACCEPTED]
+
+        profile = store.read_profile("cust-1")
+        assert profile is not None
+        assert profile.stated["receipt"].value is True
+        assert store.population_prior().shares == {}
+
+    # -- idempotence ---------------------------------------------------------------------------
+
+    def test_a_repeated_batch_is_all_duplicate_and_changes_nothing(
+        self, store: OnlineStore
+    ) -> None:
+        batch = [withdrawal("e-1"), contact("e-2", "sms"), withdrawal("e-3", customer_id="cust-2")]
+        store.apply_events(batch)
+        before = (profile_json(store, "cust-1"), profile_json(store, "cust-2"))
+        logged_before = store.customer_events("cust-1")
+        prior_before = store.population_prior()
+
+        assert store.apply_events(batch) == [DUPLICATE] * 3
+
+        assert (profile_json(store, "cust-1"), profile_json(store, "cust-2")) == before
+        assert store.customer_events("cust-1") == logged_before
+        assert store.population_prior() == prior_before
+
+    def test_an_event_id_repeated_in_one_batch_is_a_duplicate(self, store: OnlineStore) -> None:
+        first = withdrawal("e-1", amount=200)
+        resent = withdrawal("e-1", amount=50, at=T0 + timedelta(hours=1))  # same id, other body
+
+        statuses = store.apply_events([first, withdrawal("e-2"), resent])
+
+        assert statuses == [ACCEPTED, ACCEPTED, DUPLICATE]
+        profile = store.read_profile("cust-1")
+        assert profile is not None
+        assert profile.event_count == 2
+        assert store.customer_events("cust-1") == [first, withdrawal("e-2")]
+
+    def test_statuses_follow_the_input_order_of_a_mixed_batch(self, store: OnlineStore) -> None:
+        store.apply_events([withdrawal("a-1", customer_id="a")])
+        batch = [
+            withdrawal("b-1", customer_id="b"),
+            withdrawal("a-1", customer_id="a"),
+            withdrawal("a-2", customer_id="a"),
+            withdrawal("b-1", customer_id="b"),
+            contact("c-1", "email", customer_id="c"),
+            withdrawal("b-2", customer_id="b"),
+            withdrawal("a-2", customer_id="a"),
+        ]
+
+        statuses = store.apply_events(batch)
+
+        assert statuses == [ACCEPTED, DUPLICATE, ACCEPTED, DUPLICATE, ACCEPTED, ACCEPTED, DUPLICATE]
+        counts = {}
+        for customer_id in ("a", "b", "c"):
+            profile = store.read_profile(customer_id)
+            assert profile is not None
+            counts[customer_id] = profile.event_count
+        assert counts == {"a": 2, "b": 2, "c": 1}
+        assert [e.event_id for e in store.customer_events("b")] == ["b-1", "b-2"]
+
+    def test_an_empty_batch_does_nothing(self, store: OnlineStore) -> None:
+        assert store.apply_events([]) == []
+
+    def test_an_event_older_than_the_horizon_is_logged_but_not_folded(
+        self, store_opener: StoreOpener
+    ) -> None:
+        with closing(store_opener(EngineConfig(seen_capacity=3))) as store:
+            recent = [withdrawal(f"e-{i}", at=T0 + timedelta(hours=i)) for i in range(1, 4)]
+            store.apply_events(recent)
+            before = profile_json(store, "cust-1")
+            late = contact("late", "sms", at=T0)
+
+            assert store.apply_events([late]) == [TOO_LATE]
+
+            assert profile_json(store, "cust-1") == before
+            assert store.customer_events("cust-1") == [*recent, late]
+            assert "contact" not in store.population_prior().shares  # not counted either
+            assert store.apply_events([late]) == [DUPLICATE]  # the log remembers it
+
+    # -- atomicity -----------------------------------------------------------------------------
+
+    def test_a_batch_that_fails_leaves_nothing_behind(self, store_opener: StoreOpener) -> None:
+        # The fold raising on a malformed event is the only failure a contract test can cause
+        # in every backend without mocks. It stops the customer's write after the backend has
+        # begun it; each backend adds a test that fails between two writes (e.g. SQLite: a
+        # trigger that aborts the insert of one event).
+        with closing(store_opener(CONFIG)) as store:
+            store.apply_events([withdrawal("a-0", customer_id="a")])
+            before = profile_json(store, "a")
+            batch = [
+                withdrawal("a-1", customer_id="a", at=T0 + timedelta(hours=1)),
+                contact("b-1", "sms", customer_id="b"),
+                contact("a-2", "sms", customer_id="a", at=T0 + timedelta(hours=2)),
+                unfoldable("a-3", customer_id="a"),
+            ]
+
+            with pytest.raises(AttributeError):
+                store.apply_events(batch)
+
+            assert profile_json(store, "a") == before
+            assert [e.event_id for e in store.customer_events("a")] == ["a-0"]
+            b_events = [e.event_id for e in store.customer_events("b")]
+            assert b_events in ([], ["b-1"])  # b's own transaction: all of it or nothing
+            # Nothing of a's failed batch was remembered as seen, and the backend is not left
+            # locked: another handle (another connection) can write a's events now.
+            with closing(store_opener(CONFIG)) as other:
+                assert other.apply_events(batch[:3]) == [
+                    ACCEPTED,
+                    DUPLICATE if b_events else ACCEPTED,
+                    ACCEPTED,
+                ]
+            profile = store.read_profile("a")
+            assert profile is not None
+            assert profile.event_count == 3
+
+    # -- concurrency ---------------------------------------------------------------------------
+
+    def test_concurrent_threads_never_lose_an_event(self, store_opener: StoreOpener) -> None:
+        threads, per_thread = 8, 200
+        statuses: dict[int, list[AppendStatus]] = {}
+        errors: dict[int, BaseException] = {}
+        start = threading.Barrier(threads)
+
+        def run(worker: int) -> None:
+            start.wait(timeout=30)
+            try:
+                statuses[worker] = apply_one_by_one(store, concurrent_events(worker, per_thread))
+            except BaseException as exc:  # reported below, with the worker that met it
+                errors[worker] = exc
+
+        with closing(store_opener(ROOMY)) as store:
+            workers = [threading.Thread(target=run, args=(w,)) for w in range(threads)]
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                thread.join(timeout=300)
+
+            assert errors == {}
+            assert sorted(statuses) == list(range(threads))  # every thread finished
+            # DUPLICATE only where a retried write had been done after all (never in SQLite).
+            assert all(TOO_LATE not in s for s in statuses.values())
+            self._assert_all_folded_and_logged(store, threads, per_thread)
+
+    def test_concurrent_processes_never_lose_an_event(self, store_opener: StoreOpener) -> None:
+        processes, per_process = 4, 200
+        context = multiprocessing.get_context("spawn")
+        start = context.Barrier(processes)
+        with closing(store_opener(ROOMY)) as store:  # creates the backend's schema first
+            children = [
+                context.Process(target=process_worker, args=(store_opener, w, per_process, start))
+                for w in range(processes)
+            ]
+            for child in children:
+                child.start()
+            for child in children:
+                child.join(timeout=300)
+
+            assert [child.exitcode for child in children] == [0] * processes
+            self._assert_all_folded_and_logged(store, processes, per_process)
+
+    @staticmethod
+    def _assert_all_folded_and_logged(store: OnlineStore, workers: int, per_worker: int) -> None:
+        profile = store.read_profile("cust-1")
+        assert profile is not None
+        assert profile.event_count == workers * per_worker
+        logged = [event.event_id for event in store.customer_events("cust-1")]
+        expected = {f"w{w}-{i}" for w in range(workers) for i in range(per_worker)}
+        assert len(logged) == len(expected)
+        assert set(logged) == expected
+        for worker in range(workers):  # each worker's own calls are accepted in its order
+            mine = [event_id for event_id in logged if event_id.startswith(f"w{worker}-")]
+            assert mine == [f"w{worker}-{i}" for i in range(per_worker)]
+
+    # -- order independence ----------------------------------------------------------------------
+
+    def test_the_arrival_order_does_not_change_the_profile(self, new_backend: NewBackend) -> None:
+        events = varied_history()
+        shuffled = events[:]
+        random.Random(7).shuffle(shuffled)
+        with (
+            closing(new_backend()(CONFIG)) as in_order,
+            closing(new_backend()(CONFIG)) as out_of_order,
+        ):
+            for start in range(0, len(events), 10):
+                in_order.apply_events(events[start : start + 10])
+            for start in range(0, len(shuffled), 7):
+                out_of_order.apply_events(list(reversed(shuffled[start : start + 7])))
+
+            assert_profiles_close(
+                out_of_order.read_profile("cust-1"), in_order.read_profile("cust-1")
+            )
+            assert out_of_order.population_prior() == in_order.population_prior()
+
+    # -- the logs ----------------------------------------------------------------------------
+
+    def test_customer_events_are_the_accepted_events_in_acceptance_order(
+        self, store: OnlineStore
+    ) -> None:
+        late_first = withdrawal("e-late", at=T0 + timedelta(days=3))
+        first = [late_first, contact("e-sms", "sms"), withdrawal("x-1", customer_id="other")]
+        second = [withdrawal("e-early", at=T0 - timedelta(days=3)), contact("e-sms", "sms")]
+
+        store.apply_events(first)
+        store.apply_events(second)
+
+        assert store.customer_events("cust-1") == [late_first, contact("e-sms", "sms"), second[0]]
+        assert [e.event_id for e in store.customer_events("other")] == ["x-1"]
+
+    def test_events_round_trip_with_their_extra_attributes(self, store: OnlineStore) -> None:
+        at = datetime.fromisoformat("2026-03-29T02:30:00.000123+02:00")
+        event = _event("e-1", "cust-1", "contact", "chat", at, {"topic": "fees", "agent": "a-7"})
+
+        store.apply_events([event])
+
+        [logged] = store.customer_events("cust-1")
+        assert logged == event
+        assert logged.occurred_at == at
+        assert logged.attributes == {"topic": "fees", "agent": "a-7"}
+
+    def test_decisions_round_trip(self, store: OnlineStore) -> None:
+        logged = decision("dec-1")
+
+        store.log_decision(logged)
+        store.log_decision(decision("dec-2", customer_id="cust-2"))
+
+        assert store.read_decision("dec-1") == logged
+        assert store.read_decision("dec-2") == decision("dec-2", customer_id="cust-2")
+        assert store.read_decision("dec-unknown") is None
+
+    def test_a_decision_id_is_logged_once(self, store: OnlineStore) -> None:
+        store.log_decision(decision("dec-1"))
+        changed = decision("dec-1").model_copy(update={"policy_version": "rules-2"})
+
+        with pytest.raises(DuplicateDecision, match="dec-1"):
+            store.log_decision(changed)
+
+        assert store.read_decision("dec-1") == decision("dec-1")
+
+    # -- population ----------------------------------------------------------------------------
+
+    def test_the_population_prior_counts_contact_channels(self, store: OnlineStore) -> None:
+        assert store.population_prior().shares == {}
+        events = [
+            contact("s-1", "sms", customer_id="a"),
+            contact("s-2", "sms", customer_id="b"),
+            contact("s-3", "sms", customer_id="c"),
+            contact("m-1", "email", customer_id="a"),
+            contact("m-2", "email", customer_id="a"),  # one customer's two: both count
+            withdrawal("w-1", customer_id="a"),
+            withdrawal("w-2", customer_id="b", channel="mobile_app"),
+        ]
+
+        store.apply_events(events)
+
+        shares = store.population_prior().shares
+        assert shares["contact"] == pytest.approx({"email": 0.4, "sms": 0.6})
+        assert shares["request:cash_withdrawal"] == pytest.approx({"atm": 0.5, "mobile_app": 0.5})
+
+    # -- durability ----------------------------------------------------------------------------
+
+    def test_a_reopened_store_has_everything(self, store_opener: StoreOpener) -> None:
+        events = varied_history()
+        with closing(store_opener(CONFIG)) as store:
+            store.apply_events(events)
+            store.log_decision(decision("dec-1"))
+            profile, prior = profile_json(store, "cust-1"), store.population_prior()
+
+        with closing(store_opener(CONFIG)) as reopened:
+            assert profile_json(reopened, "cust-1") == profile
+            assert reopened.customer_events("cust-1") == events
+            assert reopened.read_decision("dec-1") == decision("dec-1")
+            assert reopened.population_prior() == prior
+            assert reopened.apply_events(events[:1]) == [DUPLICATE]
+
+    def test_ping_answers(self, store: OnlineStore) -> None:
+        store.ping()
