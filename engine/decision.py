@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -67,7 +66,7 @@ class Decision(BaseModel):
     customer_id: str
     touchpoint: str
     touchpoint_channel: str
-    decided_at: datetime
+    decided_at: AwareDatetime
     known_customer: bool
     defaults: list[Default] = Field(default_factory=list)
     channel: ContactChannel | None = None

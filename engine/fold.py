@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
@@ -109,9 +109,9 @@ def apply_in_place(profile: Profile, event: Event, config: EngineConfig) -> Fold
     return FoldStatus.APPLIED
 
 
-def event_digest(event_id: str) -> str:
-    """A short, stable digest of an event id (the profile stores digests, not ids)."""
-    return hashlib.blake2b(event_id.encode(), digest_size=8).hexdigest()
+def event_digest(event_id: str) -> int:
+    """A stable 64-bit digest of an event id (the profile stores digests, not ids)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
 def _remember(profile: Profile, event: Event, capacity: int) -> FoldStatus:
@@ -128,8 +128,12 @@ def _remember(profile: Profile, event: Event, capacity: int) -> FoldStatus:
     return FoldStatus.APPLIED
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _microseconds(when: datetime) -> int:
-    return int(when.timestamp() * 1_000_000)
+    return (when - _EPOCH) // _MICROSECOND  # exact, unlike a float timestamp
 
 
 def _count(counts: dict[str, DecayedCount], key: str, when: datetime, half_life: float) -> None:

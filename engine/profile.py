@@ -6,11 +6,13 @@ canonical order, so the profile of a set of events does not depend on the order 
 
 from __future__ import annotations
 
+import base64
+import struct
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from engine.preferences import ConsentRecord, StatedPreference
 
@@ -136,6 +138,28 @@ class FeedbackRecord(BaseModel):
     score: int
 
 
+_SEEN_ENTRY = struct.Struct(">qQ")  # occurred_at in microseconds, 64-bit event id digest
+
+
+def _pack_seen(seen: list[tuple[int, int]]) -> str:
+    packed = b"".join(_SEEN_ENTRY.pack(at, digest) for at, digest in seen)
+    return base64.b64encode(packed).decode("ascii")
+
+
+def _unpack_seen(value: Any) -> Any:
+    if isinstance(value, str):
+        return list(_SEEN_ENTRY.iter_unpack(base64.b64decode(value)))
+    return value
+
+
+#: The idempotence ring, packed into 16 bytes an entry when written as JSON.
+SeenRing = Annotated[
+    list[tuple[int, int]],
+    BeforeValidator(_unpack_seen),
+    PlainSerializer(_pack_seen, return_type=str, when_used="json"),
+]
+
+
 class Profile(BaseModel):
     """What Rapport knows of one customer: a pure function of the customer's events."""
 
@@ -145,7 +169,7 @@ class Profile(BaseModel):
     event_count: int = Field(0, description="Distinct events folded into this profile.")
     first_seen: datetime | None = None
     last_seen: datetime | None = None
-    seen: list[tuple[int, str]] = Field(
+    seen: SeenRing = Field(
         default_factory=list,
         description="(occurred_at in microseconds, event id digest) of the latest events.",
     )
