@@ -15,7 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import EngineConfig
+from engine.consent import may_contact
 from engine.events import CONTACT_CHANNELS, Event, EventType, RequestAttributes
+from engine.preferences import Purpose
 from engine.profile import DecayedCount, Profile
 
 #: Population dimension for contact-channel choices; request kinds use "request:<kind>".
@@ -106,15 +108,27 @@ def estimate(
 
 
 def contact_channel(
-    profile: Profile | None, prior: ChannelPrior, *, at: datetime, config: EngineConfig
-) -> ChannelEstimate:
-    """The channel to contact the customer by: a stated preference wins over a learned one."""
+    profile: Profile | None,
+    prior: ChannelPrior,
+    *,
+    at: datetime,
+    config: EngineConfig,
+    purpose: Purpose = Purpose.SERVICE,
+) -> ChannelEstimate | None:
+    """The channel to contact the customer by for `purpose`, among consented channels only.
+
+    A stated preference wins over a learned one when its channel is consented; otherwise the
+    best consented channel is learned. None when no contact channel is consented.
+    """
+    allowed = [c.value for c in CONTACT_CHANNELS if may_contact(profile, purpose, c.value, config)]
+    if not allowed:
+        return None
     stated = profile.stated.get("contact_channel") if profile else None
-    if stated is not None and stated.value is not None:
+    if stated is not None and stated.value in allowed:
         return ChannelEstimate(
             channel=str(stated.value), probability=1.0, confidence=1.0, source="stated"
         )
-    shares = prior.for_dimension(CONTACT_DIMENSION, (c.value for c in CONTACT_CHANNELS))
+    shares = prior.for_dimension(CONTACT_DIMENSION, allowed)
     return estimate(profile.contact_channels if profile else {}, shares, at=at, config=config)
 
 

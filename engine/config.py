@@ -2,6 +2,8 @@
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.preferences import ConsentStatus, Purpose
+
 
 class EngineConfig(BaseModel):
     """Parameters of learning. Changing a fold parameter (half-life, capacities) needs a replay."""
@@ -35,4 +37,12 @@ class EngineConfig(BaseModel):
     max_request_kinds: int = Field(16, ge=1, description="Request kinds with channel counts.")
     feedback_capacity: int = Field(20, ge=1, description="Recent feedback scores kept.")
     resolved_cases_kept: int = Field(10, ge=0, description="Resolved cases kept for context.")
+    default_consent: dict[Purpose, ConsentStatus] = Field(
+        default_factory=lambda: {
+            Purpose.SERVICE: ConsentStatus.GRANTED,
+            Purpose.PROFILING: ConsentStatus.GRANTED,
+            Purpose.MARKETING: ConsentStatus.DENIED,
+        },
+        description="Consent in force where the customer stated none, by purpose.",
+    )
     signatures_per_habit: int = Field(6, ge=1, description="Default outcomes kept per habit key.")

@@ -45,7 +45,9 @@ class CustomerView(BaseModel):
     first_seen: datetime | None
     last_seen: datetime | None
     stated: dict[str, StatedPreference]
-    contact_channel: ContactChannel
+    contact_channel: ContactChannel | None = Field(
+        description="None when the customer consented to no contact channel."
+    )
     request_channels: list[RequestChannelView]
     habits: list[HabitView]
     consents: list[ConsentRecord]

@@ -101,7 +101,9 @@ def personalised_default(habit: UsualRequest, profile: Profile) -> Default:
     )
 
 
-def contact_choice(estimate: ChannelEstimate) -> ContactChannel:
+def contact_choice(estimate: ChannelEstimate | None) -> ContactChannel | None:
+    if estimate is None:
+        return None
     return ContactChannel(
         channel=estimate.channel,
         source=estimate.source,

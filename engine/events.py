@@ -133,8 +133,10 @@ class PreferenceAttributes(_Attributes):
 
 
 class ConsentAttributes(_Attributes):
+    """A consent statement; without `channel` it covers the purpose on every channel."""
+
     purpose: Purpose
-    channel: Channel
+    channel: Channel | None = None
     status: ConsentStatus
     source: str | None = Field(None, max_length=64)
 

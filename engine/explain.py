@@ -101,9 +101,8 @@ def contact_channel_reasons(choice: ChannelEstimate) -> Reasons:
         )
     if choice.source == "population":
         return Reasons(
-            en=f"Most customers prefer {name_en} (we do not know your preference yet)",
-            it=f"La maggior parte dei clienti preferisce {name_it} "
-            "(non conosciamo ancora la tua preferenza)",
+            en=f"Customers most often choose {name_en} (we do not know your preference yet)",
+            it=f"I clienti scelgono più spesso {name_it} (non conosciamo ancora la tua preferenza)",
         )
     if choice.probability >= 0.5:
         return Reasons(

@@ -10,6 +10,12 @@ Laws (property-tested in tests/engine/test_fold_laws.py):
 An event older than all of the `seen_capacity` latest events of a customer cannot be told apart
 from a duplicate, so it is reported `TOO_LATE` and not folded (it stays in the event log).
 The online store and training replay share this function, so both see the same profile.
+
+Consent (engine/consent.py) is the one exception to order-independence, on purpose: a profiling
+denial or revocation wipes everything learned implicitly (channel counts, habits, answers to
+defaults), including what came from events dated after it that happened to arrive first. Privacy
+errs on the side of forgetting; what the customer stated and service data (cases, feedback,
+consents) are kept.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from engine.config import EngineConfig
+from engine.consent import consent_key, may_learn_from
 from engine.errors import EngineError
 from engine.events import (
     CONTACT_CHANNELS,
@@ -35,7 +42,7 @@ from engine.events import (
     PreferenceAttributes,
     RequestAttributes,
 )
-from engine.preferences import ConsentRecord, StatedPreference
+from engine.preferences import ConsentRecord, ConsentStatus, Purpose, StatedPreference
 from engine.profile import (
     CaseRecord,
     DecayedCount,
@@ -158,6 +165,8 @@ def _latest_count(counts: dict[str, DecayedCount]) -> datetime:
 def _apply_request(profile: Profile, event: Event, config: EngineConfig) -> None:
     attributes = event.typed
     assert isinstance(attributes, RequestAttributes)
+    if not may_learn_from(profile, event.occurred_at, config):
+        return
     half_life = config.channel_half_life_days
     channel, when = event.channel.value, event.occurred_at
     _count(profile.channel_usage, channel, when, half_life)
@@ -180,6 +189,8 @@ def _apply_request(profile: Profile, event: Event, config: EngineConfig) -> None
 
 
 def _apply_contact(profile: Profile, event: Event, config: EngineConfig) -> None:
+    if not may_learn_from(profile, event.occurred_at, config):
+        return
     half_life = config.channel_half_life_days
     _count(profile.channel_usage, event.channel.value, event.occurred_at, half_life)
     if event.channel in CONTACT_CHANNELS:
@@ -195,7 +206,7 @@ def _apply_complaint_opened(profile: Profile, event: Event, config: EngineConfig
         case.opened_at = event.occurred_at
         case.topic = attributes.topic or case.topic
         case.channel = event.channel.value
-    _bound_cases(profile, config)
+    bound_cases(profile, config)
 
 
 def _apply_complaint_resolved(profile: Profile, event: Event, config: EngineConfig) -> None:
@@ -204,10 +215,11 @@ def _apply_complaint_resolved(profile: Profile, event: Event, config: EngineConf
     case = profile.cases.setdefault(attributes.case_id, CaseRecord(case_id=attributes.case_id))
     if case.resolved_at is None or event.occurred_at > case.resolved_at:
         case.resolved_at = event.occurred_at
-    _bound_cases(profile, config)
+    bound_cases(profile, config)
 
 
-def _bound_cases(profile: Profile, config: EngineConfig) -> None:
+def bound_cases(profile: Profile, config: EngineConfig) -> None:
+    """Keep every open case and only the latest resolved ones."""
     resolved = [case for case in profile.cases.values() if case.resolved_at is not None]
     resolved.sort(key=lambda case: (case.resolved_at, case.case_id))
     for case in resolved[: max(0, len(resolved) - config.resolved_cases_kept)]:
@@ -252,7 +264,10 @@ def _apply_preference(profile: Profile, event: Event, config: EngineConfig) -> N
 def _apply_consent(profile: Profile, event: Event, config: EngineConfig) -> None:
     attributes = event.typed
     assert isinstance(attributes, ConsentAttributes)
-    key = f"{attributes.purpose.value}:{attributes.channel.value}"
+    channel = attributes.channel.value if attributes.channel else None
+    if attributes.purpose is Purpose.PROFILING and attributes.status is not ConsentStatus.GRANTED:
+        _forget_learning(profile, event.occurred_at)
+    key = consent_key(attributes.purpose, channel)
     current = profile.consents.get(key)
     if current and not _later(
         event.occurred_at, event.event_id, current.changed_at, current.event_id
@@ -260,12 +275,23 @@ def _apply_consent(profile: Profile, event: Event, config: EngineConfig) -> None
         return
     profile.consents[key] = ConsentRecord(
         purpose=attributes.purpose,
-        channel=attributes.channel.value,
+        channel=channel or "*",
         status=attributes.status,
         source=attributes.source or event.touchpoint,
         changed_at=event.occurred_at,
         event_id=event.event_id,
     )
+
+
+def _forget_learning(profile: Profile, revoked_at: datetime) -> None:
+    """Profiling was refused: keep nothing learned implicitly (stated and service data stay)."""
+    if profile.profiling_revoked_at is None or revoked_at > profile.profiling_revoked_at:
+        profile.profiling_revoked_at = revoked_at
+    profile.channel_usage.clear()
+    profile.contact_channels.clear()
+    profile.request_channels.clear()
+    profile.habits.clear()
+    profile.default_feedback.clear()
 
 
 def _apply_outcome(profile: Profile, event: Event, config: EngineConfig) -> None:
@@ -274,6 +300,8 @@ def _apply_outcome(profile: Profile, event: Event, config: EngineConfig) -> None
     if attributes.kind != "default" or attributes.outcome is OutcomeKind.IGNORED:
         return
     if not (attributes.request and attributes.habit_channel and attributes.signature is not None):
+        return
+    if not may_learn_from(profile, event.occurred_at, config):
         return
     key = habit_key(attributes.request, attributes.habit_channel.value)
     by_signature = profile.default_feedback.setdefault(key, {})

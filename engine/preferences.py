@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import InvalidPreference
 
@@ -95,7 +95,7 @@ class ConsentRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     purpose: Purpose
-    channel: str
+    channel: str = Field(description="A channel, or '*' for every channel.")
     status: ConsentStatus
     source: str
     changed_at: datetime

@@ -182,6 +182,9 @@ class Profile(BaseModel):
     default_feedback: dict[str, dict[str, DefaultFeedback]] = Field(default_factory=dict)
     stated: dict[str, StatedPreference] = Field(default_factory=dict)
     consents: dict[str, ConsentRecord] = Field(default_factory=dict)
+    profiling_revoked_at: datetime | None = Field(
+        None, description="Latest profiling denial or revocation: nothing before it is kept."
+    )
     cases: dict[str, CaseRecord] = Field(default_factory=dict)
     feedback: list[FeedbackRecord] = Field(default_factory=list)
 
