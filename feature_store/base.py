@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from enum import StrEnum
+
+from pydantic import BaseModel, Field
 
 from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
+from engine.identity import HashedIdentity, LinkedIdentity
 from engine.profile import Profile
 
 
@@ -19,6 +23,26 @@ class AppendStatus(StrEnum):
     ACCEPTED = "accepted"  # logged and folded into the profile
     DUPLICATE = "duplicate"  # this event_id was seen before: nothing changed
     TOO_LATE = "too_late"  # logged, but older than the profile's idempotence horizon
+    ERASED = "erased"  # the customer was erased: refused, nothing stored
+
+
+class IdentityLink(BaseModel):
+    """The customer that identifiers now resolve to, and the customers merged into it."""
+
+    customer_id: str
+    created: bool = Field(description="True if no identifier was known: a new customer.")
+    merged: list[str] = Field(default_factory=list, description="Customers merged into it.")
+
+
+class CustomerExport(BaseModel):
+    """Everything the online store holds about one customer (GDPR access and portability)."""
+
+    customer_id: str
+    merged_customer_ids: list[str]
+    identities: list[LinkedIdentity]
+    profile: Profile | None
+    events: list[Event]
+    decisions: list[Decision]
 
 
 class OnlineStore(ABC):
@@ -33,7 +57,10 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def read_profile(self, customer_id: str) -> Profile | None:
-        """The customer's current profile, or None if no event of theirs was ever folded."""
+        """The customer's current profile, or None if no event of theirs was ever folded.
+
+        A customer merged into another (see `link_identities`) reads as the surviving one.
+        """
 
     @abstractmethod
     def apply_events(self, events: Sequence[Event]) -> list[AppendStatus]:
@@ -42,7 +69,8 @@ class OnlineStore(ABC):
         Per customer the batch is atomic: either all of that customer's new events are logged
         and folded, or none is. It is idempotent by `event_id`: an id seen before (in this batch
         or any earlier one) is a DUPLICATE and changes nothing. Concurrent callers updating the
-        same customer never lose an event.
+        same customer never lose an event. Events of a merged customer go to the survivor;
+        events of an erased customer are ERASED and nothing of them is stored.
         """
 
     @abstractmethod
@@ -60,6 +88,34 @@ class OnlineStore(ABC):
     @abstractmethod
     def population_prior(self) -> ChannelPrior:
         """Channel shares over all customers, from the events folded so far."""
+
+    @abstractmethod
+    def resolve_identity(self, identity: HashedIdentity) -> str | None:
+        """The customer an identifier is linked to, or None."""
+
+    @abstractmethod
+    def link_identities(
+        self, identities: Sequence[HashedIdentity], customer_id: str | None, *, at: datetime
+    ) -> IdentityLink:
+        """Link identifiers to one customer, atomically.
+
+        The survivor is `customer_id` if given, else the smallest id among the customers the
+        identifiers already resolve to, else a new customer. Every other customer they
+        resolve to is merged into the survivor: profiles through `engine.merge.merge`, and
+        events, decisions and identifiers moved. Raises CustomerErased for an erased survivor.
+        """
+
+    @abstractmethod
+    def export_customer(self, customer_id: str) -> CustomerExport | None:
+        """Everything held about the customer, or None if nothing is (unknown or erased)."""
+
+    @abstractmethod
+    def erase_customer(self, customer_id: str) -> bool:
+        """Remove everything held about the customer (and customers merged into it): profile,
+        identifiers, events, decisions, dedup state. Record the erasure as a digest of the id,
+        without personal data, so replayed events cannot bring the customer back. Idempotent;
+        returns True if anything was removed.
+        """
 
     @abstractmethod
     def ping(self) -> None:

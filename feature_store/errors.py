@@ -22,3 +22,7 @@ class UnsupportedStoreUrl(StoreError):
 
 class DuplicateDecision(StoreError):
     """A decision with this `decision_id` is already in the decision log; the log is append-only."""
+
+
+class CustomerErased(StoreError):
+    """The customer was erased; nothing may be stored for them again."""

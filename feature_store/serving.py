@@ -14,8 +14,9 @@ from engine.customer_view import CustomerView, describe_customer
 from engine.decide import decide, degraded_decision, outcome_event
 from engine.decision import Decision, DecisionRequest
 from engine.events import Channel, Event, EventType, OutcomeKind
+from engine.identity import Identity
 from engine.preferences import validate_preference
-from feature_store.base import AppendStatus, OnlineStore
+from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
 from feature_store.errors import StoreError, StoreUnavailable
 
 
@@ -105,3 +106,77 @@ def customer_view(store: OnlineStore, customer_id: str, *, at: datetime) -> Cust
     if profile is None:
         raise UnknownCustomer(customer_id)
     return describe_customer(profile, store.population_prior(), at=at, config=store.config)
+
+
+def consent_events(
+    customer_id: str,
+    statements: Sequence[Mapping[str, Any]],
+    *,
+    touchpoint: str,
+    channel: Channel,
+    source: str | None,
+    at: datetime,
+) -> list[Event]:
+    """Consent statements (`{"purpose", "channel"?, "status"}`) as `consent_changed` events.
+
+    Raises pydantic's ValidationError, naming the attribute, for a bad statement.
+    """
+    statement = uuid.uuid4().hex
+    return [
+        Event(
+            event_id=f"consent_{statement}_{position}",
+            customer_id=customer_id,
+            touchpoint=touchpoint,
+            channel=channel,
+            type=EventType.CONSENT_CHANGED,
+            occurred_at=at,
+            attributes={**consent, "source": source or touchpoint},
+        )
+        for position, consent in enumerate(statements)
+    ]
+
+
+def link_identities(
+    store: OnlineStore,
+    identities: Sequence[Identity],
+    customer_id: str | None,
+    *,
+    secret: bytes,
+    at: datetime,
+) -> IdentityLink:
+    """Link identifiers (kept only as keyed digests) to one customer, merging as needed."""
+    return store.link_identities([i.hashed(secret) for i in identities], customer_id, at=at)
+
+
+def resolve_customer(
+    store: OnlineStore,
+    customer_id: str | None,
+    identities: Sequence[Identity],
+    *,
+    secret: bytes,
+    at: datetime,
+) -> str:
+    """The customer an event or decision names, directly or through identifiers.
+
+    One identifier that is already known is only read; anything else links (and may create a
+    customer or merge two).
+    """
+    if customer_id is not None and not identities:
+        return customer_id
+    hashed = [identity.hashed(secret) for identity in identities]
+    if customer_id is None and len(hashed) == 1:
+        known = store.resolve_identity(hashed[0])
+        if known is not None:
+            return known
+    return store.link_identities(hashed, customer_id, at=at).customer_id
+
+
+def export_customer(store: OnlineStore, customer_id: str) -> CustomerExport:
+    export = store.export_customer(customer_id)
+    if export is None:
+        raise UnknownCustomer(customer_id)
+    return export
+
+
+def erase_customer(store: OnlineStore, customer_id: str) -> bool:
+    return store.erase_customer(customer_id)

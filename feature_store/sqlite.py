@@ -38,11 +38,13 @@ from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
 from engine.fold import FoldStatus, fold_with_status
+from engine.identity import HashedIdentity
 from engine.profile import Profile
-from feature_store.base import AppendStatus, OnlineStore
+from feature_store import sqlite_rows as rows
+from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
 from feature_store.errors import DuplicateDecision, StoreError, StoreUnavailable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: identities, aliases, erasures
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS profiles (
@@ -71,6 +73,7 @@ _SCHEMA = (
         count INTEGER NOT NULL,
         PRIMARY KEY (dimension, channel)
     ) WITHOUT ROWID""",
+    *rows.SCHEMA,
 )
 
 _APPEND_STATUS = {
@@ -141,7 +144,11 @@ class SQLiteStore(OnlineStore):
 
     def read_profile(self, customer_id: str) -> Profile | None:
         with _translated_errors():
-            return _read_profile(self._connection(), customer_id)
+            db = self._connection()
+            profile = rows.read_profile(db, customer_id)
+            if profile is None and (survivor := rows.canonical(db, customer_id)) != customer_id:
+                profile = rows.read_profile(db, survivor)
+            return profile
 
     def apply_events(self, events: Sequence[Event]) -> list[AppendStatus]:
         """See `OnlineStore.apply_events`. One transaction per customer, in order of first
@@ -161,10 +168,12 @@ class SQLiteStore(OnlineStore):
 
     def customer_events(self, customer_id: str) -> list[Event]:
         with _translated_errors():
-            rows = self._connection().execute(
-                "SELECT body FROM events WHERE customer_id = ? ORDER BY seq", (customer_id,)
+            db = self._connection()
+            bodies = db.execute(
+                "SELECT body FROM events WHERE customer_id = ? ORDER BY seq",
+                (rows.canonical(db, customer_id),),
             )
-            return [Event.model_validate_json(body) for (body,) in rows]
+            return [Event.model_validate_json(body) for (body,) in bodies]
 
     def log_decision(self, decision: Decision) -> None:
         with _translated_errors():
@@ -207,6 +216,27 @@ class SQLiteStore(OnlineStore):
         self._prior = (now + self.prior_ttl_seconds, prior)
         return prior
 
+    def resolve_identity(self, identity: HashedIdentity) -> str | None:
+        with _translated_errors():
+            return rows.resolve(self._connection(), identity)
+
+    def link_identities(
+        self, identities: Sequence[HashedIdentity], customer_id: str | None, *, at: datetime
+    ) -> IdentityLink:
+        with _translated_errors(), self._write_transaction() as db:
+            return rows.link(db, identities, customer_id, at=at, config=self.config)
+
+    def export_customer(self, customer_id: str) -> CustomerExport | None:
+        with _translated_errors():
+            db = self._connection()
+            if rows.is_erased(db, customer_id):
+                return None
+            return rows.export(db, customer_id)
+
+    def erase_customer(self, customer_id: str) -> bool:
+        with _translated_errors(), self._write_transaction() as db:
+            return rows.erase(db, customer_id, at=datetime.now(UTC))
+
     def ping(self) -> None:
         # Takes a read lock and reads the schema page: a lost disk or a held lock shows here.
         with _translated_errors():
@@ -227,6 +257,13 @@ class SQLiteStore(OnlineStore):
         bodies = [event.model_dump_json() for event in events]
         statuses = [AppendStatus.DUPLICATE] * len(events)
         with self._write_transaction() as db:
+            if rows.is_erased(db, customer_id):
+                return [AppendStatus.ERASED] * len(events)
+            survivor = rows.canonical(db, customer_id)
+            if survivor != customer_id:  # merged into another customer: theirs now
+                events = [e.model_copy(update={"customer_id": survivor}) for e in events]
+                bodies = [event.model_dump_json() for event in events]
+                customer_id = survivor
             known = _logged_event_ids(db, customer_id, [event.event_id for event in events])
             # A repeated id inside the batch is folded once: the fold's own check keys on
             # (occurred_at, id) and would apply a resent event whose time differs.
@@ -238,7 +275,7 @@ class SQLiteStore(OnlineStore):
             if not fresh:
                 return statuses
             profile, fold_statuses = fold_with_status(
-                _read_profile(db, customer_id), [events[p] for p in fresh], self.config
+                rows.read_profile(db, customer_id), [events[p] for p in fresh], self.config
             )
             for position, fold_status in zip(fresh, fold_statuses, strict=True):
                 statuses[position] = _APPEND_STATUS[fold_status]
@@ -246,7 +283,7 @@ class SQLiteStore(OnlineStore):
             # TOO_LATE events are logged though not folded; the fold's DUPLICATEs are not.
             logged = [p for p in fresh if statuses[p] is not AppendStatus.DUPLICATE]
             if applied:
-                _write_profile(db, profile)
+                rows.write_profile(db, profile)
             db.executemany(
                 "INSERT INTO events (customer_id, event_id, occurred_at_us, status, body) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -344,19 +381,6 @@ class SQLiteStore(OnlineStore):
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-def _read_profile(db: sqlite3.Connection, customer_id: str) -> Profile | None:
-    row = db.execute("SELECT body FROM profiles WHERE customer_id = ?", (customer_id,)).fetchone()
-    return None if row is None else Profile.model_validate_json(row[0])
-
-
-def _write_profile(db: sqlite3.Connection, profile: Profile) -> None:
-    db.execute(
-        "INSERT INTO profiles (customer_id, body) VALUES (?, ?) "
-        "ON CONFLICT (customer_id) DO UPDATE SET body = excluded.body",
-        (profile.customer_id, profile.model_dump_json()),
-    )
 
 
 def _count_population(db: sqlite3.Connection, applied: list[Event]) -> None:

@@ -41,9 +41,10 @@ from tests.feature_store.contract import (
     profile_json,
     withdrawal,
 )
+from tests.feature_store.contract_privacy import IdentityPrivacyContract
 
 
-class TestSQLiteStoreContract(OnlineStoreContract):
+class TestSQLiteStoreContract(OnlineStoreContract, IdentityPrivacyContract):
     @pytest.fixture
     def new_backend(self, tmp_path: Path) -> NewBackend:
         files = itertools.count()
