@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from api.auth import KeyAuthenticator, install_auth_error_handlers
 from api.errors import install_error_handlers
 from api.logs import access_log, configure_logging
-from api.routes import customers, decisions, events, health, outcomes
+from api.routes import customers, decisions, events, health, identities, outcomes, privacy
 from api.settings import Settings
+from feature_store.credentials_factory import open_credentials
 from feature_store.factory import open_store
 
 
@@ -21,11 +24,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.store = open_store(settings.store, settings.engine)
-        try:
+        with (
+            closing(open_store(settings.store, settings.engine)) as store,
+            closing(open_credentials(settings.store)) as credentials,  # API keys: same backend
+        ):
+            app.state.store = store
+            app.state.credentials = credentials
+            app.state.api_keys = KeyAuthenticator(
+                credentials,
+                ttl_seconds=settings.auth_cache_seconds,
+                stale_if_error_seconds=settings.auth_stale_if_error_seconds,
+            )
             yield
-        finally:
-            app.state.store.close()
 
     app = FastAPI(
         title="Rapport",
@@ -35,8 +45,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.middleware("http")(access_log)
+    if settings.cors_origins:
+        # Added last, so outermost: preflights are answered before any key is asked for, and
+        # error answers carry the CORS headers too. Keys travel in a header, not in cookies.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+            max_age=600,
+        )
     install_error_handlers(app, settings.store_retry_after_seconds)
-    for router in (events.router, customers.router, decisions.router, outcomes.router):
+    install_auth_error_handlers(app)
+    for router in (
+        events.router,
+        customers.router,
+        privacy.router,
+        identities.router,
+        decisions.router,
+        outcomes.router,
+    ):
         app.include_router(router)
     app.include_router(health.router)
     return app

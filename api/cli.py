@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 
 from api.settings import Settings
 from engine.events import Channel, Event, EventType
 from feature_store.base import OnlineStore
+from feature_store.credentials import DuplicateKeyName, KeyName, Scope, issue_key
+from feature_store.credentials_factory import open_credentials
 from feature_store.factory import open_store
 
 app = typer.Typer(
     help="Rapport: learning-relationship personalisation engine.", no_args_is_help=True
 )
-console = Console()
+keys = typer.Typer(
+    help="API keys of touchpoint systems (the store comes from RAPPORT_STORE).",
+    no_args_is_help=True,
+)
+app.add_typer(keys, name="keys")
+
+
+def console() -> Console:
+    """A console for this command: rich reads the terminal width (COLUMNS) when built."""
+    return Console()
+
 
 DEMO_STORE = "sqlite:///var/demo.db"
 DEMO_CUSTOMER = "cust-demo"
+DEMO_KEY_NAME = "demo"
 
 Host = Annotated[str, typer.Option(help="Interface to listen on.")]
 Port = Annotated[int, typer.Option(help="Port to listen on.")]
@@ -62,17 +77,16 @@ def demo(
     settings = Settings(store=store_url)
     end = datetime.now(UTC).replace(microsecond=0)
     spec = PopulationSpec(customers=customers, seed=seed, start=end - timedelta(days=180))
-    with console.status(f"Generating {customers} synthetic customers..."):
+    with console().status(f"Generating {customers} synthetic customers..."):
         population = generate_population(spec)
-    store = open_store(store_url, settings.engine)
-    try:
+    with closing(open_store(store_url, settings.engine)) as store:
         loaded = load_events(store, [*population.events, *demo_customer_events(end)])
-    finally:
-        store.close()
-    console.print(
+    key = create_key(store_url, DEMO_KEY_NAME, list(Scope))
+    console().print(
         f"Loaded [bold]{loaded:,}[/] events for {customers + 1} customers into {store_url}"
     )
-    _print_what_to_try(host, port)
+    # soft_wrap: long command lines stay whole, so they can be copied.
+    console().print(what_to_try(host, port, key), soft_wrap=True, highlight=False)
     os.environ["RAPPORT_STORE"] = store_url
     serve(host=host, port=port, workers=1)
 
@@ -92,7 +106,7 @@ def learning_report_command(
     spec = PopulationSpec(
         customers=customers, seed=seed, days=days, start=datetime(2026, 1, 1, tzinfo=UTC)
     )
-    with console.status("Replaying the synthetic population through the fold..."):
+    with console().status("Replaying the synthetic population through the fold..."):
         report = learning_report(spec, Settings().engine)
     table = Table(title=f"What Rapport learned ({report.customers:,} customers, seed {seed})")
     table.add_column("measure")
@@ -115,8 +129,110 @@ def learning_report_command(
         ("  ceiling: requests equal to the latent habit", f"{defaults.habitual_requests:.1%}"),
     ]:
         table.add_row(measure, value)
-    console.print(table)
+    console().print(table)
     typer.echo(report.model_dump_json(indent=2))
+
+
+@keys.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who uses the key, e.g. atm-fleet.")],
+    scopes: Annotated[
+        str,
+        typer.Option(help=f"Comma-separated, from: {', '.join(Scope)}. admin grants all."),
+    ],
+) -> None:
+    """Create a key and print it once, alone on the last line. Only its hash is stored."""
+    _check_name(name)
+    wanted = _parse_scopes(scopes)
+    try:
+        key = create_key(Settings().store, name, wanted)
+    except DuplicateKeyName as exc:
+        console().print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    console().print(
+        f"Created the key [bold]{name}[/] with the scopes {', '.join(sorted(wanted))}. "
+        "Store it now: it cannot be shown again.",
+        highlight=False,
+    )
+    typer.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Every key, revoked ones included (never the keys or their hashes)."""
+    from rich.table import Table
+
+    with closing(open_credentials(Settings().store)) as credentials:
+        records = credentials.list_keys()
+    table = Table(title=f"API keys ({len(records)})")
+    table.add_column("key_id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("scopes")
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("revoked (UTC)", no_wrap=True)
+    for record in records:
+        table.add_row(
+            record.key_id,
+            record.name,
+            ", ".join(sorted(record.scopes)),
+            _minutes(record.created_at),
+            "" if record.revoked_at is None else _minutes(record.revoked_at),
+        )
+    console().print(table)
+
+
+@keys.command("revoke")
+def keys_revoke(
+    key_id_or_name: Annotated[str, typer.Argument(help="The key_id or the name of a key.")],
+) -> None:
+    """Revoke a key. Running APIs refuse it within RAPPORT_AUTH_CACHE_SECONDS."""
+    settings = Settings()
+    with closing(open_credentials(settings.store)) as credentials:
+        revoked = credentials.revoke(key_id_or_name, at=datetime.now(UTC))
+    if not revoked:
+        console().print(f"[red]No active key has the id or name {key_id_or_name!r}.[/]")
+        raise typer.Exit(1)
+    console().print(
+        f"Revoked {key_id_or_name!r}. Running APIs refuse it within "
+        f"{settings.auth_cache_seconds:g} s (RAPPORT_AUTH_CACHE_SECONDS).",
+        highlight=False,
+    )
+
+
+def create_key(store_url: str, name: str, scopes: list[Scope]) -> str:
+    """Issue a key, store its record, and return the key (the only time it exists)."""
+    key, record = issue_key(name, scopes, at=datetime.now(UTC))
+    with closing(open_credentials(store_url)) as credentials:
+        credentials.save(record)
+    return key
+
+
+def _parse_scopes(text: str) -> list[Scope]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = {scope.value for scope in Scope}
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"unknown scope {', '.join(unknown)!s}; choose from {', '.join(Scope)}"
+            if unknown
+            else f"give at least one of {', '.join(Scope)}",
+            param_hint="--scopes",
+        )
+    return sorted({Scope(name) for name in names})
+
+
+def _minutes(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _check_name(name: str) -> None:
+    try:
+        TypeAdapter(KeyName).validate_python(name)
+    except ValidationError:
+        raise typer.BadParameter(
+            "1 to 64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
+            param_hint="--name",
+        ) from None
 
 
 def load_events(store: OnlineStore, events: list[Event], batch_size: int = 1000) -> int:
@@ -163,35 +279,37 @@ def _remove_sqlite_file(store_url: str) -> None:
             path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
-def _print_what_to_try(host: str, port: int) -> None:
+def what_to_try(host: str, port: int, key: str) -> str:
+    """The demo's welcome: the key to export, then curl lines that use it (rich markup)."""
     base = f"http://{host}:{port}"
-    json_header = "-H 'content-type: application/json'"
-    console.print(
-        f"""
+    headers = """-H "Authorization: Bearer $RAPPORT_KEY" -H 'content-type: application/json'"""
+    return f"""
 [bold]Rapport is starting on {base}[/]  (OpenAPI docs: {base}/docs)
 
+The demo's API key has every scope. Set it in the shell you try the API from:
+  export RAPPORT_KEY={key}
+
 Ask the ATM what to pre-fill for a customer with a weekly habit:
-  curl -s -X POST {base}/v1/decisions {json_header} \\
+  curl -s -X POST {base}/v1/decisions {headers} \\
     -d '{{"customer_id": "{DEMO_CUSTOMER}", "touchpoint": "atm-0042", "channel": "atm"}}'
 
 Decline it (use the decision_id from the answer); three declines and it is not offered again:
-  curl -s -X POST {base}/v1/outcomes {json_header} \\
+  curl -s -X POST {base}/v1/outcomes {headers} \\
     -d '{{"decision_id": "<decision_id>", "id": "default:cash_withdrawal", "outcome": "declined"}}'
 
 What Rapport knows, stated and learned, with reasons:
-  curl -s {base}/v1/customers/{DEMO_CUSTOMER}
+  curl -s {base}/v1/customers/{DEMO_CUSTOMER} -H "Authorization: Bearer $RAPPORT_KEY"
 
 State a preference (it wins over what was learned):
-  curl -s -X PUT {base}/v1/customers/{DEMO_CUSTOMER}/preferences {json_header} \\
+  curl -s -X PUT {base}/v1/customers/{DEMO_CUSTOMER}/preferences {headers} \\
     -d '{{"preferences": {{"contact_channel": "sms", "receipt": true}}}}'
 
 Send events from any touchpoint:
-  curl -s -X POST {base}/v1/events {json_header} -d '{{"events": [{{"event_id": "ev-1",
-    "customer_id": "cust-new", "touchpoint": "app-ios", "channel": "mobile_app",
-    "type": "request", "occurred_at": "2026-11-20T10:00:00Z",
+  curl -s -X POST {base}/v1/events {headers} \\
+    -d '{{"events": [{{"event_id": "ev-1", "customer_id": "cust-new", "touchpoint": "app-ios",
+    "channel": "mobile_app", "type": "request", "occurred_at": "2026-11-20T10:00:00Z",
     "attributes": {{"request": "top_up", "amount": 20, "currency": "EUR"}}}}]}}'
 """
-    )
 
 
 if __name__ == "__main__":

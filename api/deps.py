@@ -26,6 +26,12 @@ def get_now() -> datetime:
     return datetime.now(UTC)
 
 
+def get_identity_secret(request: Request) -> bytes:
+    settings: Settings = request.app.state.settings
+    return settings.identity_secret.get_secret_value().encode()
+
+
 Store = Annotated[OnlineStore, Depends(get_store)]
+IdentitySecret = Annotated[bytes, Depends(get_identity_secret)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Now = Annotated[datetime, Depends(get_now)]

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from engine.errors import InvalidPreference, UnknownOutcomeTarget
-from feature_store.errors import StoreUnavailable
+from feature_store.errors import CustomerErased, StoreUnavailable
 from feature_store.serving import UnknownCustomer, UnknownDecision
 
 
@@ -85,6 +85,17 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         field = {"field": f"body.preferences.{exc.key}", "reason": exc.reason}
         return JSONResponse(
             status_code=422, content=error_body("invalid_preference", str(exc), [field])
+        )
+
+    @app.exception_handler(CustomerErased)
+    async def customer_erased(request: Request, exc: CustomerErased) -> JSONResponse:
+        return JSONResponse(
+            status_code=410,
+            content=error_body(
+                "customer_erased",
+                "the customer was erased: nothing is stored for them",
+                [{"field": "customer_id", "reason": "erased"}],
+            ),
         )
 
     @app.exception_handler(UnknownOutcomeTarget)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from api.errors import field_errors
-from engine.decision import Decision, Reasons
+from engine.decision import Decision, DecisionRequest, Reasons
 from engine.events import Channel, Event, Identifier, OutcomeKind
+from engine.identity import Identity
+from engine.preferences import ConsentStatus, Purpose
 from feature_store.base import AppendStatus
+from feature_store.serving import ANONYMOUS_CUSTOMER, PendingEvent
 
 MAX_EVENTS_PER_BATCH = 1000
 
@@ -39,46 +42,76 @@ class EventBatchResult(BaseModel):
     results: list[EventResult]
 
 
-def parse_events(raw_events: list[dict[str, Any]]) -> tuple[list[Event], list[EventResult | None]]:
-    """Validate each event. Returns the valid events and, per position, a rejection or None."""
-    valid: list[Event] = []
-    rejections: list[EventResult | None] = []
-    for raw in raw_events:
+#: Stands in for the customer id of an event that names its customer by identifiers only.
+UNRESOLVED_CUSTOMER = "unresolved"
+ERASED_REASON = "the customer was erased: nothing is stored for them"
+
+
+def _rejected(raw: dict[str, Any], field: str, reason: str) -> EventResult:
+    event_id = raw.get("event_id")
+    return EventResult(
+        event_id=event_id if isinstance(event_id, str) else None,
+        status="rejected",
+        error=f"{field}: {reason}",
+        field=field,
+    )
+
+
+def parse_event(raw: dict[str, Any]) -> PendingEvent | EventResult:
+    """An event to route and apply, or its rejection naming the field and the reason.
+
+    Besides `customer_id`, an event may name its customer by `identity` ({"type", "value"})
+    and carry more `identities` to link (e.g. a web login with email and device).
+    """
+    raw = dict(raw)
+    identity_fields = [raw.pop("identity")] if "identity" in raw else []
+    extra = raw.pop("identities", [])
+    if not isinstance(extra, list):
+        return _rejected(raw, "identities", "must be a list of {type, value}")
+    identities: list[Identity] = []
+    for position, identity in enumerate([*identity_fields, *extra]):
         try:
-            valid.append(Event.model_validate(raw))
-            rejections.append(None)
+            identities.append(Identity.model_validate(identity))
         except ValidationError as exc:
-            [first, *_] = field_errors(list(exc.errors()))
-            event_id = raw.get("event_id")
-            rejections.append(
-                EventResult(
-                    event_id=event_id if isinstance(event_id, str) else None,
-                    status="rejected",
-                    error=f"{first['field']}: {first['reason']}",
-                    field=first["field"],
-                )
-            )
-    return valid, rejections
+            [first, *_] = field_errors(list(exc.errors()), prefix=(f"identities.{position}",))
+            return _rejected(raw, first["field"], first["reason"])
+    named = raw.get("customer_id") is not None
+    if not named:
+        if not identities:
+            return _rejected(raw, "customer_id", "a customer_id or an identity is required")
+        raw["customer_id"] = UNRESOLVED_CUSTOMER
+    try:
+        event = Event.model_validate(raw)
+    except ValidationError as exc:
+        [first, *_] = field_errors(list(exc.errors()))
+        return _rejected(raw, first["field"], first["reason"])
+    return PendingEvent(event=event, identities=identities, named=named)
 
 
 def batch_result(
-    valid: list[Event], rejections: list[EventResult | None], statuses: list[AppendStatus]
+    parsed: list[PendingEvent | EventResult],
+    routed: list[Event | None],
+    statuses: list[AppendStatus],
 ) -> EventBatchResult:
-    applied = iter(zip(valid, statuses, strict=True))
+    """One result per posted event, in order: `routed` has an entry per PendingEvent, and
+    `statuses` one per routed event that was not None."""
+    routed_events = iter(routed)
+    applied = iter(statuses)
     results = []
-    for rejection in rejections:
-        if rejection is not None:
-            results.append(rejection)
+    for item in parsed:
+        if isinstance(item, EventResult):
+            results.append(item)
             continue
-        event, status = next(applied)
-        duplicate = status is AppendStatus.DUPLICATE
-        results.append(
-            EventResult(
-                event_id=event.event_id,
-                status="duplicate" if duplicate else "accepted",
-                folded=None if duplicate else status is AppendStatus.ACCEPTED,
-            )
-        )
+        event = next(routed_events)
+        status = AppendStatus.ERASED if event is None else next(applied)
+        event_id = item.event.event_id
+        if status is AppendStatus.ERASED:
+            results.append(EventResult(event_id=event_id, status="rejected", error=ERASED_REASON))
+        elif status is AppendStatus.DUPLICATE:
+            results.append(EventResult(event_id=event_id, status="duplicate"))
+        else:
+            folded = status is AppendStatus.ACCEPTED
+            results.append(EventResult(event_id=event_id, status="accepted", folded=folded))
     return EventBatchResult(
         accepted=sum(r.status == "accepted" for r in results),
         duplicates=sum(r.status == "duplicate" for r in results),
@@ -99,6 +132,39 @@ class PreferencesUpdate(BaseModel):
     channel: Channel = Channel.WEB
     source: str | None = Field(None, max_length=64)
     stated_at: AwareDatetime | None = None
+
+
+class DecisionIn(BaseModel):
+    """The touchpoint's question; it names the customer by `customer_id` or by `identity`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: Identifier | None = None
+    identity: Identity | None = None
+    touchpoint: str = Field(min_length=1, max_length=64)
+    channel: Channel
+    context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Optional: 'request' limits defaults to one request kind.",
+    )
+    at: AwareDatetime | None = Field(
+        None, description="When the decision is asked; the server's clock if omitted."
+    )
+
+    @model_validator(mode="after")
+    def _names_a_customer(self) -> DecisionIn:
+        if (self.customer_id is None) == (self.identity is None):
+            raise ValueError("give exactly one of customer_id and identity")
+        return self
+
+    def as_request(self) -> DecisionRequest:
+        return DecisionRequest(
+            customer_id=self.customer_id or ANONYMOUS_CUSTOMER,
+            touchpoint=self.touchpoint,
+            channel=self.channel,
+            context=self.context,
+            at=self.at,
+        )
 
 
 class DefaultOut(BaseModel):
@@ -148,3 +214,34 @@ class OutcomeOut(BaseModel):
     id: str
     outcome: OutcomeKind
     status: Literal["accepted", "duplicate"]
+
+
+class LinkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: Identifier | None = Field(None, description="The customer to keep, if known.")
+    identities: list[Identity] = Field(min_length=1, max_length=10)
+
+
+class ConsentStatement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: Purpose
+    channel: Channel | None = Field(None, description="Omit for every channel.")
+    status: ConsentStatus
+
+
+class ConsentsUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    consents: list[ConsentStatement] = Field(min_length=1, max_length=50)
+    touchpoint: str = Field("api", min_length=1, max_length=64)
+    channel: Channel = Channel.WEB
+    source: str | None = Field(None, max_length=64)
+    changed_at: AwareDatetime | None = None
+
+
+class ErasureOut(BaseModel):
+    customer_id: str
+    erased: bool = Field(description="Always true: the customer is erased now.")
+    removed: bool = Field(description="False when there was nothing left to remove.")

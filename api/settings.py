@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.config import EngineConfig
+
+DEVELOPMENT_IDENTITY_SECRET = "rapport-development-identity-secret"
 
 
 class Settings(BaseSettings):
@@ -17,7 +21,10 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="RAPPORT_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="RAPPORT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_by_name=True,  # `Settings(auth_enabled=False)` beside the variable RAPPORT_AUTH
     )
 
     environment: Literal["development", "test", "production"] = "development"
@@ -28,6 +35,79 @@ class Settings(BaseSettings):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     store_retry_after_seconds: int = Field(2, ge=1, description="Retry-After hint on 503.")
+    identity_secret: SecretStr = Field(
+        SecretStr(DEVELOPMENT_IDENTITY_SECRET),
+        min_length=16,
+        description="Key of the HMAC under which identifiers (emails, cards...) are stored. "
+        "Must be set, and kept, in production: changing it orphans every identity link.",
+    )
+    auth_enabled: bool = Field(
+        True,
+        validation_alias="RAPPORT_AUTH",
+        description="Require an API key on every route but health and docs (RAPPORT_AUTH). "
+        "Cannot be turned off in production.",
+    )
+    auth_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long a worker trusts a key it has looked up, in seconds: a revoked key "
+        "keeps working for at most this long. 0 looks every request up.",
+    )
+    auth_stale_if_error_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="While the store cannot be reached, a key looked up successfully within "
+        "this many seconds is still accepted (so decisions can answer degraded); other keys "
+        "get 503. 0 turns this off.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API, e.g. "
+        "'https://app.example.com,https://teller.example.com' (or a JSON list). Empty: no CORS "
+        "headers at all, so browsers on other origins cannot read answers.",
+    )
+
+    @field_validator("auth_enabled")
+    @classmethod
+    def _keys_required_in_production(cls, enabled: bool, info: ValidationInfo) -> bool:
+        if not enabled and info.data.get("environment") == "production":
+            raise ValueError("RAPPORT_AUTH cannot be turned off in production")
+        return enabled
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [origin.strip() for origin in text.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        """Origins as browsers send them: scheme://host[:port], nothing else, no wildcard."""
+        checked = []
+        for origin in origins:
+            parts = urlsplit(origin.lower())
+            _ = parts.port  # raises ValueError for a port that is not a number in range
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or "*" in origin
+                or parts.username is not None
+                or parts.path
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port] exactly, "
+                    "e.g. https://app.example.com (no path, no trailing slash, no wildcard)"
+                )
+            checked.append(f"{parts.scheme}://{parts.netloc}")
+        return checked
 
     @model_validator(mode="after")
     def _no_embedded_store_claims_in_production(self) -> Settings:
@@ -35,4 +115,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "RAPPORT_STORE must be set explicitly in production (the default is a demo file)"
             )
+        if (
+            self.environment == "production"
+            and self.identity_secret.get_secret_value() == DEVELOPMENT_IDENTITY_SECRET
+        ):
+            raise ValueError("RAPPORT_IDENTITY_SECRET must be set in production")
         return self

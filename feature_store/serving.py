@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,10 +15,10 @@ from engine.customer_view import CustomerView, describe_customer
 from engine.decide import decide, degraded_decision, outcome_event
 from engine.decision import Decision, DecisionRequest
 from engine.events import Channel, Event, EventType, OutcomeKind
-from engine.identity import Identity
+from engine.identity import HashedIdentity, Identity
 from engine.preferences import validate_preference
 from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
-from feature_store.errors import StoreError, StoreUnavailable
+from feature_store.errors import CustomerErased, StoreError, StoreUnavailable
 
 
 class UnknownCustomer(StoreError):
@@ -32,14 +33,28 @@ def new_decision_id() -> str:
     return f"dec_{uuid.uuid4().hex}"
 
 
-def decide_for(store: OnlineStore, request: DecisionRequest, *, at: datetime) -> Decision:
+#: The customer of a decision asked by an identifier nobody is linked to yet.
+ANONYMOUS_CUSTOMER = "anonymous"
+
+
+def decide_for(
+    store: OnlineStore,
+    request: DecisionRequest,
+    *,
+    at: datetime,
+    identity: HashedIdentity | None = None,
+) -> Decision:
     """Decide and log. If the store is unreachable, answer safely with `degraded=True`.
 
-    A degraded decision is not in the decision log (the log lives in the store), so no
-    outcome can be recorded against it.
+    With `identity`, the customer is the one it is linked to (a decision never creates one:
+    an unknown identifier decides for an anonymous customer). A degraded decision is not in
+    the decision log (the log lives in the store), so no outcome can be recorded against it.
     """
     decision_id = new_decision_id()
     try:
+        if identity is not None:
+            customer_id = store.resolve_identity(identity) or ANONYMOUS_CUSTOMER
+            request = request.model_copy(update={"customer_id": customer_id})
         profile = store.read_profile(request.customer_id)
         prior = store.population_prior()
     except StoreUnavailable:
@@ -180,3 +195,36 @@ def export_customer(store: OnlineStore, customer_id: str) -> CustomerExport:
 
 def erase_customer(store: OnlineStore, customer_id: str) -> bool:
     return store.erase_customer(customer_id)
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """A validated event whose customer may still have to be found through its identifiers."""
+
+    event: Event
+    identities: list[Identity]
+    named: bool  # the event named its customer_id itself
+
+
+def route_to_customers(
+    store: OnlineStore, pending: Sequence[PendingEvent], *, secret: bytes, at: datetime
+) -> list[Event | None]:
+    """Each event with its customer resolved (linking its identifiers), or None if erased."""
+    routed: list[Event | None] = []
+    for item in pending:
+        if not item.identities:
+            routed.append(item.event)
+            continue
+        try:
+            customer_id = resolve_customer(
+                store,
+                item.event.customer_id if item.named else None,
+                item.identities,
+                secret=secret,
+                at=at,
+            )
+        except CustomerErased:
+            routed.append(None)
+            continue
+        routed.append(item.event.model_copy(update={"customer_id": customer_id}))
+    return routed

@@ -3,15 +3,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from api.auth import require
 from api.deps import Now, Store
 from api.schemas import PreferencesUpdate
 from engine.customer_view import CustomerView
+from feature_store.credentials import Scope
 from feature_store.serving import customer_view, ingest, preference_events
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 
-@router.get("/{customer_id}", response_model=CustomerView)
+@router.get(
+    "/{customer_id}",
+    response_model=CustomerView,
+    dependencies=[require(Scope.CUSTOMERS_READ)],
+)
 def get_customer(
     customer_id: str,
     store: Store,
@@ -24,7 +30,11 @@ def get_customer(
     return customer_view(store, customer_id, at=as_of or now)
 
 
-@router.put("/{customer_id}/preferences", response_model=CustomerView)
+@router.put(
+    "/{customer_id}/preferences",
+    response_model=CustomerView,
+    dependencies=[require(Scope.CUSTOMERS_WRITE)],
+)
 def put_preferences(
     customer_id: str, update: PreferencesUpdate, store: Store, now: Now
 ) -> CustomerView:

@@ -1,14 +1,17 @@
 from fastapi import APIRouter
 
+from api.auth import require
 from api.deps import Now, Store
 from api.schemas import OutcomeIn, OutcomeOut
 from feature_store.base import AppendStatus
+from feature_store.credentials import Scope
 from feature_store.serving import record_outcome
 
 router = APIRouter(prefix="/v1/outcomes", tags=["outcomes"])
 
 
-@router.post("", response_model=OutcomeOut)
+# A touchpoint that asks for decisions reports their outcomes: the same scope covers both.
+@router.post("", response_model=OutcomeOut, dependencies=[require(Scope.DECISIONS)])
 def post_outcome(outcome: OutcomeIn, store: Store, now: Now) -> OutcomeOut:
     """The customer's answer to a default of a decision; it teaches the profile."""
     status = record_outcome(

@@ -1,11 +1,13 @@
-"""The real app, served by uvicorn on a free port, driven over HTTP."""
+"""The real app, served by uvicorn on a free port, driven over HTTP with a real API key."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,8 @@ import uvicorn
 
 from api.app import create_app
 from api.settings import Settings
+from feature_store.credentials import Scope, issue_key
+from feature_store.credentials_factory import open_credentials
 
 
 def free_port() -> int:
@@ -60,7 +64,32 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(store=f"sqlite:///{tmp_path / 'rapport.db'}", environment="test")
 
 
+def create_key(settings: Settings, name: str, scopes: Iterable[Scope]) -> str:
+    """Issue a key and save it in the settings' store, as `rapport keys create` does."""
+    key, record = issue_key(name, scopes, at=datetime.now(UTC))
+    with closing(open_credentials(settings.store)) as credentials:
+        credentials.save(record)
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture
-def client(settings: Settings) -> Iterator[httpx.Client]:
-    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+def server(settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(settings) as live:
+        yield live
+
+
+@pytest.fixture
+def api_key(settings: Settings) -> str:
+    """A key with every scope, in the test store."""
+    return create_key(settings, "tests-all-scopes", Scope)
+
+
+@pytest.fixture
+def client(api_key: str, server: LiveServer) -> Iterator[httpx.Client]:
+    """An HTTP client of the live app that sends `api_key` (every scope) on each request."""
+    with httpx.Client(base_url=server.url, timeout=10, headers=bearer(api_key)) as http:
         yield http

@@ -1,0 +1,55 @@
+from fastapi import APIRouter
+
+from api.auth import require
+from api.deps import Now, Store
+from api.schemas import ConsentsUpdate, ErasureOut
+from engine.customer_view import CustomerView
+from feature_store.base import CustomerExport
+from feature_store.credentials import Scope
+from feature_store.serving import (
+    consent_events,
+    customer_view,
+    erase_customer,
+    export_customer,
+    ingest,
+)
+
+router = APIRouter(prefix="/v1/customers", tags=["privacy"])
+
+
+@router.put(
+    "/{customer_id}/consents",
+    response_model=CustomerView,
+    dependencies=[require(Scope.CUSTOMERS_WRITE)],
+)
+def put_consents(customer_id: str, update: ConsentsUpdate, store: Store, now: Now) -> CustomerView:
+    """Consent per purpose (service, marketing, profiling) and channel: granted, denied or
+    revoked. Refusing profiling wipes what was learned implicitly about the customer."""
+    events = consent_events(
+        customer_id,
+        [c.model_dump(mode="json", exclude_none=True) for c in update.consents],
+        touchpoint=update.touchpoint,
+        channel=update.channel,
+        source=update.source,
+        at=update.changed_at or now,
+    )
+    ingest(store, events)
+    return customer_view(store, customer_id, at=now)
+
+
+@router.get(
+    "/{customer_id}/export",
+    response_model=CustomerExport,
+    dependencies=[require(Scope.PRIVACY)],
+)
+def get_export(customer_id: str, store: Store) -> CustomerExport:
+    """Everything held about the customer (GDPR access). 404 if nothing is, or once erased."""
+    return export_customer(store, customer_id)
+
+
+@router.delete("/{customer_id}", response_model=ErasureOut, dependencies=[require(Scope.PRIVACY)])
+def delete_customer(customer_id: str, store: Store) -> ErasureOut:
+    """Erase the customer (GDPR erasure). Idempotent; replayed events cannot bring them back."""
+    return ErasureOut(
+        customer_id=customer_id, erased=True, removed=erase_customer(store, customer_id)
+    )

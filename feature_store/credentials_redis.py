@@ -1,0 +1,275 @@
+"""API key records in Redis or Redis Cluster.
+
+Keys, under the online store's namespace prefix (`rp` unless the URL sets `key_prefix`) and one
+hash tag (`{api_keys}`), so that every credential key lives in one cluster slot and each change
+is one atomic Lua script, in cluster mode too:
+
+* `rp:auth:{api_keys}:key:<key_hash>`: a hash per record (key_id, name, scopes as a JSON list,
+  created_at, and revoked_at once revoked);
+* `rp:auth:{api_keys}:id:<key_id>`: the key_hash of that key_id;
+* `rp:auth:{api_keys}:name:<name>`: the key_hash of the active key with that name, if any;
+* `rp:auth:{api_keys}:all`: a set of every key_hash, for listing.
+
+There are a few keys per touchpoint system, so keeping them in one slot costs nothing. No
+command is sent before the first call, so an API can start while Redis is down.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from feature_store.credentials import ApiKey, CredentialStore, DuplicateKey, DuplicateKeyName
+from feature_store.errors import StoreError, StoreUnavailable, UnsupportedStoreUrl
+
+_RETRY_AFTER_SECONDS = 1.0
+
+# KEYS: record, id, name, index. ARGV: hash, key_id, name, scopes, created_at, revoked_at or "".
+_SAVE = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+    return 'duplicate_key'
+end
+local active = ARGV[6] == ''
+if active and redis.call('EXISTS', KEYS[3]) == 1 then
+    return 'duplicate_name'
+end
+redis.call('HSET', KEYS[1], 'key_id', ARGV[2], 'name', ARGV[3], 'scopes', ARGV[4],
+           'created_at', ARGV[5])
+if active then
+    redis.call('SET', KEYS[3], ARGV[1])
+else
+    redis.call('HSET', KEYS[1], 'revoked_at', ARGV[6])
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[1])
+return 'ok'
+"""
+
+# KEYS: record, name. ARGV: revoked_at, hash. Returns 1 if revoked now, 0 if not active.
+_REVOKE = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'revoked_at') == 1 then
+    return 0
+end
+redis.call('HSET', KEYS[1], 'revoked_at', ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+    redis.call('DEL', KEYS[2])
+end
+return 1
+"""
+
+RedisClient = redis.Redis | RedisCluster
+
+#: What this store reads from the query of the online store's URL; the rest is the store's.
+_URL_SETTINGS = ("key_prefix", "socket_timeout_seconds", "socket_connect_timeout_seconds")
+
+
+class RedisCredentialConfig(BaseModel):
+    """Where the Redis credential store is (see `open_redis_credentials` for the URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["redis", "redis+cluster"] = "redis"
+    url: str = Field(repr=False, description="redis://[[user]:password@]host:port/db")
+    key_prefix: str = Field("rp", pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
+    socket_timeout_seconds: float = Field(0.25, gt=0, description="Per command, in seconds.")
+    socket_connect_timeout_seconds: float = Field(0.25, gt=0, description="In seconds.")
+
+
+class RedisCredentialStore(CredentialStore):
+    """`CredentialStore` on a Redis server or a Redis Cluster (see the module docstring)."""
+
+    def __init__(self, config: RedisCredentialConfig) -> None:
+        self.config = config
+        self._prefix = f"{config.key_prefix}:auth:{{api_keys}}:"
+        self._lock = threading.Lock()
+        self._client: RedisClient | None = None
+        self._closed = False
+
+    def save(self, key: ApiKey) -> None:
+        revoked_at = "" if key.revoked_at is None else _utc_text(key.revoked_at)
+        with _translated_errors():
+            outcome = self._redis().eval(
+                _SAVE,
+                4,
+                self._key(key.key_hash),
+                self._id(key.key_id),
+                self._name(key.name),
+                self._index(),
+                key.key_hash,
+                key.key_id,
+                key.name,
+                json.dumps(sorted(key.scopes)),
+                _utc_text(key.created_at),
+                revoked_at,
+            )
+        if outcome == "duplicate_name":
+            raise DuplicateKeyName(f"an active key is already named {key.name!r}")
+        if outcome == "duplicate_key":
+            raise DuplicateKey(f"key {key.key_id} is already stored")
+
+    def find_by_hash(self, key_hash: str) -> ApiKey | None:
+        with _translated_errors():
+            fields = cast(Mapping[str, str], self._redis().hgetall(self._key(key_hash)))
+        return _record(key_hash, fields) if fields else None
+
+    def list_keys(self) -> list[ApiKey]:
+        with _translated_errors():
+            client = self._redis()
+            hashes = sorted(cast(set[str], client.smembers(self._index())))
+            pipeline = client.pipeline()
+            for key_hash in hashes:
+                pipeline.hgetall(self._key(key_hash))
+            records = cast(list[Mapping[str, str]], pipeline.execute())
+        keys = [
+            _record(key_hash, fields)
+            for key_hash, fields in zip(hashes, records, strict=True)
+            if fields
+        ]
+        return sorted(keys, key=lambda key: (key.created_at, key.name))
+
+    def revoke(self, key_id_or_name: str, *, at: datetime) -> bool:
+        # An id first (see CredentialStore.revoke). The lookups run outside the script because
+        # a script may only touch the keys it is given; the script checks the state again.
+        for index_key in (self._id(key_id_or_name), self._name(key_id_or_name)):
+            with _translated_errors():
+                client = self._redis()
+                key_hash = cast(str | None, client.get(index_key))
+                if key_hash is None:
+                    continue
+                name = cast(str | None, client.hget(self._key(key_hash), "name"))
+                if name is None:
+                    continue
+                revoked = client.eval(
+                    _REVOKE, 2, self._key(key_hash), self._name(name), _utc_text(at), key_hash
+                )
+            if revoked == 1:
+                return True
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _redis(self) -> RedisClient:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the Redis credential store is closed")
+            if self._client is None:
+                self._client = _connect(self.config)
+            return self._client
+
+    def _key(self, key_hash: str) -> str:
+        return f"{self._prefix}key:{key_hash}"
+
+    def _id(self, key_id: str) -> str:
+        return f"{self._prefix}id:{key_id}"
+
+    def _name(self, name: str) -> str:
+        return f"{self._prefix}name:{name}"
+
+    def _index(self) -> str:
+        return f"{self._prefix}all"
+
+
+def open_redis_credentials(url: str) -> RedisCredentialStore:
+    """A store on `redis://host[:port][/db]` or, for a cluster, `redis+cluster://host[:port]`
+    (any one node). The URL is the online store's (`RAPPORT_STORE`): of its query, this store
+    reads `key_prefix`, `socket_timeout_seconds` and `socket_connect_timeout_seconds`, and
+    leaves the rest to the online store. Messages never quote the URL (it may hold a password).
+    """
+    scheme = url.partition("://")[0].lower()
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port]") from None
+    if not parts.hostname or parts.fragment:
+        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port]")
+    database = parts.path.lstrip("/") or "0"
+    if not database.isdigit() or (scheme == "redis+cluster" and database != "0"):
+        raise UnsupportedStoreUrl(f"the database of a {scheme}:// URL is a number (0 on a cluster)")
+    netloc = parts.netloc if port is not None else f"{parts.netloc}:6379"
+    path = "" if scheme == "redis+cluster" else f"/{database}"
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    try:
+        config = RedisCredentialConfig.model_validate(
+            {
+                **{name: query[name] for name in _URL_SETTINGS if name in query},
+                "type": scheme,
+                "url": urlunsplit(("redis", netloc, path, "", "")),
+            }
+        )
+    except ValidationError as exc:
+        # Names the fields only: a message that quotes the input could quote a password.
+        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
+        raise UnsupportedStoreUrl(
+            f"bad credential store settings in the {scheme}:// URL query: {', '.join(fields)}"
+        ) from None
+    return RedisCredentialStore(config)
+
+
+def _connect(config: RedisCredentialConfig) -> RedisClient:
+    """A pooled client; a cluster client asks the node for the others at once."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": config.socket_timeout_seconds,
+        "socket_connect_timeout": config.socket_connect_timeout_seconds,
+    }
+    if config.type == "redis+cluster":
+        return RedisCluster.from_url(config.url, **options)
+    return redis.Redis.from_url(config.url, **options)
+
+
+def _utc_text(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat()
+
+
+def _record(key_hash: str, fields: Mapping[str, str]) -> ApiKey:
+    return ApiKey.model_validate(
+        {
+            "key_hash": key_hash,
+            "key_id": fields["key_id"],
+            "name": fields["name"],
+            "scopes": json.loads(fields["scopes"]),
+            "created_at": fields["created_at"],
+            "revoked_at": fields.get("revoked_at"),
+        }
+    )
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Raise redis-py's errors as store errors. Messages never echo the URL (it may hold a
+    password)."""
+    try:
+        yield
+    except (
+        RedisConnectionError,
+        RedisTimeoutError,
+        ClusterDownError,
+        RedisClusterException,
+    ) as exc:
+        raise StoreUnavailable(
+            f"Redis credential store unavailable: {type(exc).__name__}",
+            retry_after=_RETRY_AFTER_SECONDS,
+        ) from exc
+    except RedisError as exc:
+        raise StoreError(f"Redis credential store error: {exc}") from exc
