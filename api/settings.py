@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     store: str = Field(
         "sqlite:///var/rapport.db",
-        description="sqlite:///path (embedded default), later redis:// or redis+cluster://",
+        description="sqlite:///path (embedded default), redis://host:port/db or redis+cluster://host:port",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -4,19 +4,26 @@ Supported URLs:
 
 * `sqlite:///relative/path.db` and `sqlite:////absolute/path.db`: the embedded store
   (the SQLAlchemy convention: the path is what follows the third slash).
+* `redis://[[user]:password@]host[:port][/db]`: one Redis server (port 6379, db 0 by default).
+* `redis+cluster://[[user]:password@]host[:port]`: a Redis Cluster, through any one of its
+  nodes; the others are discovered.
 
-Reserved, not implemented yet: `redis://` and `redis+cluster://`.
+A Redis URL's query sets fields of `RedisStoreConfig`, e.g.
+`redis://cache:6379/0?dedup_window_seconds=86400&socket_timeout_seconds=0.1`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+from pydantic import ValidationError
 
 from engine.config import EngineConfig
 from feature_store.base import OnlineStore
 from feature_store.errors import StoreUnavailable, UnsupportedStoreUrl
+from feature_store.redis import RedisStore, RedisStoreConfig
 from feature_store.sqlite import SQLiteStore, SQLiteStoreConfig
 
 _SQLITE_EXAMPLE = "sqlite:///var/rapport.db"
@@ -59,16 +66,48 @@ def _open_sqlite(url: str, config: EngineConfig) -> OnlineStore:
     return SQLiteStore(config, sqlite_config)
 
 
-def _not_implemented_yet(url: str, config: EngineConfig) -> OnlineStore:
-    scheme = url.partition("://")[0]
-    raise UnsupportedStoreUrl(
-        f"the {scheme}:// store is not implemented yet; use {_SQLITE_EXAMPLE} meanwhile"
-    )
+def _open_redis(url: str, config: EngineConfig) -> OnlineStore:
+    """A Redis store; nothing is sent to Redis until the store's first call."""
+    scheme = url.partition("://")[0].lower()
+    example = "redis+cluster://host:7000" if scheme == "redis+cluster" else "redis://host:6379/0"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port], e.g. {example}") from None
+    if not parts.hostname or parts.fragment:
+        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port], e.g. {example}")
+    database = parts.path.lstrip("/")
+    if scheme == "redis+cluster" and database not in ("", "0"):
+        raise UnsupportedStoreUrl(f"a Redis Cluster has one database: no /db, e.g. {example}")
+    if not (database == "" or database.isdigit()):
+        raise UnsupportedStoreUrl(f"a Redis database is a number, e.g. {example}")
+    netloc = parts.netloc if port is not None else f"{parts.netloc}:6379"
+    settings = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if {"type", "url"} & settings.keys():
+        raise UnsupportedStoreUrl(f"the scheme and address of a {scheme}:// URL are not settings")
+    path = "" if scheme == "redis+cluster" else f"/{database or 0}"
+    try:
+        redis_config = RedisStoreConfig.model_validate(
+            {
+                **settings,
+                "type": scheme,
+                "url": urlunsplit(("redis", netloc, path, "", "")),
+            }
+        )
+    except ValidationError as exc:
+        # Names the fields only: a message that quotes the input could quote a password.
+        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
+        raise UnsupportedStoreUrl(
+            f"bad store settings in the {scheme}:// URL query: {', '.join(fields)}; "
+            f"the settings are the fields of RedisStoreConfig"
+        ) from None
+    return RedisStore(config, redis_config)
 
 
 #: Scheme -> opener. A new backend adds its module (with its config class) and one line here.
 _OPENERS: dict[str, Callable[[str, EngineConfig], OnlineStore]] = {
     "sqlite": _open_sqlite,
-    "redis": _not_implemented_yet,
-    "redis+cluster": _not_implemented_yet,
+    "redis": _open_redis,
+    "redis+cluster": _open_redis,
 }

@@ -322,8 +322,6 @@ def test_an_absolute_sqlite_url_opens_that_file(tmp_path: Path) -> None:
     ("url", "message"),
     [
         ("postgresql://rapport:s3cret@db/rapport", "'postgresql'"),
-        ("redis://:s3cret@localhost:6379/0", "not implemented yet"),
-        ("redis+cluster://:s3cret@localhost:7000", "not implemented yet"),
         ("var/rapport.db", "scheme"),
         ("sqlite://", "file path"),
         ("sqlite:///var/rapport.db?mode=ro", "path only"),

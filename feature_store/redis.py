@@ -1,0 +1,443 @@
+"""The production online store: Redis, standalone (`redis://`) or Redis Cluster (`redis+cluster://`).
+
+Key layout: `feature_store.keys`; encodings: `feature_store.redis_codec`; scripts:
+`feature_store.redis_scripts`. Needs Redis 7.0 or newer.
+
+Per-customer updates are optimistic, so the fold stays in Python (`engine.fold`) and each
+update is still one atomic, single-slot operation:
+
+1. one script reads the customer's stored profile and which of the batch's event ids are
+   within the dedup window;
+2. the client folds the new events into that profile;
+3. one script commits, all or nothing, if the stored profile is still the one read (its
+   SHA-1 is the version: no version field to store, and equal bytes are the same fold input)
+   and the ids are still new: it writes the profile, appends the logged events to the log and
+   records their ids in the dedup window. Otherwise nothing is written: another writer of
+   this customer committed first, and the client reads again after a short jittered backoff.
+
+After `max_commit_attempts` conflicts it raises `StoreUnavailable` (the API answers 503 and the
+touchpoint retries; nothing accepted is lost). Writers of one customer within one process take
+turns on a local lock, so conflicts only arise between processes. Scripts only touch keys of
+one hash tag, so they behave the same on one server and on a cluster.
+
+Idempotence is by event id within `dedup_window_seconds` (default 7 days) of the id's
+acceptance, on the server's clock. After the window the profile's own ring of recent event ids
+(`EngineConfig.seen_capacity`) still answers DUPLICATE to an exact resend (same id and
+`occurred_at`) while the event is among the customer's latest ones; a late resend with another
+`occurred_at` would be folded again. Clients must not retry for longer than the window.
+
+What the online store keeps, and what it does not:
+
+* the event log holds the customer's latest `event_log_cap` events (default 1,000), in order
+  of acceptance; the durable history is the offline export, not this list;
+* a decision stays readable for `decision_ttl_seconds` (default 90 days): an outcome reported
+  later refers to an unknown decision;
+* the population counters are incremented after the customer's commit, by a second command
+  (they live on another slot). They are approximate: a failure between the two, or a commit
+  whose reply was lost, leaves some events uncounted. They feed a prior, not a ledger.
+
+Unreachable servers: sockets time out after `socket_timeout_seconds`, connection errors are
+retried `retries` times with jittered exponential backoff, then the call raises
+`StoreUnavailable`. Connections are pooled and re-established by later calls, so a store
+recovers by itself when Redis is back. No method talks to Redis before its first call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+
+from engine.channel_preference import ChannelPrior, population_dimensions
+from engine.config import EngineConfig
+from engine.decision import Decision
+from engine.events import Event
+from engine.fold import FoldStatus, apply_in_place, new_profile
+from engine.identity import HashedIdentity
+from engine.profile import Profile
+from feature_store import redis_scripts
+from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
+from feature_store.errors import DuplicateDecision, StoreError, StoreUnavailable
+from feature_store.keys import (
+    DEFAULT_PREFIX,
+    PREFIX_PATTERN,
+    CustomerKeys,
+    KeyLayout,
+    population_field,
+    split_population_field,
+)
+from feature_store.redis_codec import (
+    decode_document,
+    decode_log_entry,
+    encode_document,
+    encode_log_entry,
+)
+from feature_store.redis_connection import (
+    RETRY_AFTER_UNREACHABLE,
+    RedisClient,
+    connect,
+    translated_errors,
+)
+
+logger = logging.getLogger(__name__)
+
+_DAY = 86_400
+_APPEND_STATUS = {
+    FoldStatus.APPLIED: AppendStatus.ACCEPTED,
+    FoldStatus.DUPLICATE: AppendStatus.DUPLICATE,
+    FoldStatus.TOO_LATE: AppendStatus.TOO_LATE,
+}
+#: Backoff between optimistic commit attempts, in seconds: uniform in [0, min(cap, base*2^n)].
+_CONFLICT_BACKOFF_BASE = 0.002
+_CONFLICT_BACKOFF_CAP = 0.05
+#: Retry-after hint, in seconds, when other writers of the customer kept winning.
+_RETRY_AFTER_CONTENTION = 1.0
+#: Locks that writers of one customer in one process take turns on (customers share stripes).
+_CUSTOMER_TURN_STRIPES = 64
+
+
+class NotSupportedByRedisYet(StoreError):
+    """An `OnlineStore` operation that the Redis store does not implement yet."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"the Redis store does not implement {operation} yet")
+
+
+class RedisStoreConfig(BaseModel):
+    """Where the Redis store is, how long it waits for it, and how much it keeps online."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["redis", "redis+cluster"] = "redis"
+    url: str = Field(
+        repr=False,  # it may carry a password
+        description="A redis-py URL: redis://[[user]:password@]host:port[/db]; for a cluster, "
+        "any one node (redis://host:port), the others are discovered.",
+    )
+    key_prefix: str = Field(DEFAULT_PREFIX, description="Namespace of every key.")
+    socket_timeout_seconds: float = Field(0.25, gt=0, description="Per command, in seconds.")
+    socket_connect_timeout_seconds: float = Field(0.25, gt=0, description="In seconds.")
+    retries: int = Field(1, ge=0, le=10, description="Retries of a command after a lost link.")
+    backoff_base_seconds: float = Field(0.02, gt=0, description="First retry's backoff, s.")
+    backoff_cap_seconds: float = Field(0.2, gt=0, description="Longest backoff, in seconds.")
+    max_connections: int = Field(64, ge=1, description="Per process (per node on a cluster).")
+    max_commit_attempts: int = Field(
+        50, ge=1, description="Optimistic attempts of one customer's update before a 503."
+    )
+    dedup_window_seconds: float = Field(
+        7 * _DAY, gt=0, description="How long an accepted event id is remembered, in seconds."
+    )
+    event_log_cap: int = Field(1000, ge=1, description="Latest events kept per customer.")
+    decision_ttl_seconds: int = Field(90 * _DAY, ge=1, description="Decision log TTL, s.")
+    compress_min_bytes: int = Field(
+        256, ge=0, description="Profiles and decisions from this size (bytes) are compressed."
+    )
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_keeps_the_hash_tag(cls, prefix: str) -> str:
+        if not PREFIX_PATTERN.match(prefix):
+            raise ValueError(f"must match {PREFIX_PATTERN.pattern}")
+        return prefix
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    """What one customer's batch does to the stored state, as folded by the client."""
+
+    statuses: list[AppendStatus]
+    profile: Profile | None  # None: the profile is unchanged
+    logged: list[int]  # positions in the batch of the events to log, in order
+    applied: list[Event]
+
+
+class RedisStore(OnlineStore):
+    """`OnlineStore` on Redis or Redis Cluster (see the module docstring for the guarantees).
+
+    `population_prior()` is cached in the instance for `prior_ttl_seconds` (monotonic clock);
+    a TTL of 0 reads the counters on every call. Safe to share between threads; open one store
+    per process (after any fork).
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        redis_config: RedisStoreConfig,
+        *,
+        prior_ttl_seconds: float = 5.0,
+    ) -> None:
+        super().__init__(config)
+        self.redis_config = redis_config
+        self.prior_ttl_seconds = prior_ttl_seconds
+        self.keys = KeyLayout(redis_config.key_prefix)
+        self._lock = threading.Lock()
+        self._client: RedisClient | None = None
+        self._scripts: dict[str, Script] = {}
+        self._closed = False
+        self._prior: tuple[float, ChannelPrior] | None = None
+        self._rng = random.Random()
+        self._customer_turns = [threading.Lock() for _ in range(_CUSTOMER_TURN_STRIPES)]
+
+    # -- OnlineStore ---------------------------------------------------------------------------
+
+    def read_profile(self, customer_id: str) -> Profile | None:
+        with translated_errors():
+            stored = self._redis().get(self.keys.customer(customer_id).profile)
+        return None if stored is None else _decode_profile(_as_bytes(stored))
+
+    def apply_events(self, events: Sequence[Event]) -> list[AppendStatus]:
+        """See `OnlineStore.apply_events`. One atomic commit per customer, in order of first
+        appearance; if a later customer's commit fails, earlier customers stay committed and a
+        retry of the whole batch reports their events DUPLICATE.
+        """
+        positions: dict[str, list[int]] = {}
+        for position, event in enumerate(events):
+            positions.setdefault(event.customer_id, []).append(position)
+        statuses: dict[int, AppendStatus] = {}
+        for customer_id, customer_positions in positions.items():
+            customer_events = [events[position] for position in customer_positions]
+            customer_statuses = self._apply_customer_events(customer_id, customer_events)
+            statuses.update(zip(customer_positions, customer_statuses, strict=True))
+        return [statuses[position] for position in range(len(events))]
+
+    def customer_events(self, customer_id: str) -> list[Event]:
+        """The latest `event_log_cap` accepted events of the customer, in acceptance order."""
+        with translated_errors():
+            entries = self._redis().lrange(self.keys.customer(customer_id).events, 0, -1)
+        return [decode_log_entry(customer_id, _as_bytes(entry)) for entry in entries]
+
+    def log_decision(self, decision: Decision) -> None:
+        """See `OnlineStore.log_decision`; the decision expires after `decision_ttl_seconds`.
+
+        Writing the very same bytes again is not an error: that is what a command retried after
+        a lost reply looks like.
+        """
+        key = self.keys.decision(decision.decision_id)
+        body = encode_document(decision.model_dump_json(), self.redis_config.compress_min_bytes)
+        with translated_errors():
+            client = self._redis()
+            if client.set(key, body, nx=True, ex=self.redis_config.decision_ttl_seconds):
+                return
+            if client.get(key) == body:
+                return
+        raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
+
+    def read_decision(self, decision_id: str) -> Decision | None:
+        with translated_errors():
+            stored = self._redis().get(self.keys.decision(decision_id))
+        if stored is None:
+            return None
+        return Decision.model_validate_json(decode_document(_as_bytes(stored)))
+
+    def population_prior(self) -> ChannelPrior:
+        now = time.monotonic()
+        cached = self._prior
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        # Two threads may both refresh after expiry; both compute the same prior, so no lock.
+        with translated_errors():
+            stored = self._redis().hgetall(self.keys.population())
+        counts: dict[str, dict[str, float]] = {}
+        for field, count in stored.items():
+            dimension, channel = split_population_field(_as_bytes(field).decode())
+            counts.setdefault(dimension, {})[channel] = float(int(count))
+        prior = ChannelPrior.from_counts(counts)
+        self._prior = (now + self.prior_ttl_seconds, prior)
+        return prior
+
+    # -- identities and privacy: not implemented on Redis yet ---------------------------------
+
+    def resolve_identity(self, identity: HashedIdentity) -> str | None:
+        raise NotSupportedByRedisYet("resolve_identity")
+
+    def link_identities(
+        self, identities: Sequence[HashedIdentity], customer_id: str | None, *, at: datetime
+    ) -> IdentityLink:
+        raise NotSupportedByRedisYet("link_identities")
+
+    def export_customer(self, customer_id: str) -> CustomerExport | None:
+        raise NotSupportedByRedisYet("export_customer")
+
+    def erase_customer(self, customer_id: str) -> bool:
+        raise NotSupportedByRedisYet("erase_customer")
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """PING the server; on a cluster, every primary must answer."""
+        with translated_errors():
+            client = self._redis()
+            if isinstance(client, RedisCluster):
+                client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                client.ping()
+
+    def close(self) -> None:
+        """Close the pooled connections. Later calls raise `StoreUnavailable`."""
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _apply_customer_events(self, customer_id: str, events: list[Event]) -> list[AppendStatus]:
+        keys = self.keys.customer(customer_id)
+        # Serialised once, outside the retry loop, to keep each attempt short.
+        entries = [encode_log_entry(event) for event in events]
+        event_ids = list(dict.fromkeys(event.event_id for event in events))
+        # Writers of one customer in this process take turns, so they never waste a fold on a
+        # conflict among themselves; conflicts come from other processes only.
+        turn = self._customer_turns[zlib.crc32(customer_id.encode()) % len(self._customer_turns)]
+        for attempt in range(self.redis_config.max_commit_attempts):
+            with turn:
+                stored, known = self._read_for_update(keys, event_ids)
+                profile = None if stored is None else _decode_profile(stored)
+                update = _fold_new_events(profile, events, known, self.config)
+                if not update.logged:
+                    return update.statuses
+                committed = self._commit(keys, stored, update, events, entries)
+            if committed:
+                self._count_population(update.applied)
+                return update.statuses
+            delay = min(_CONFLICT_BACKOFF_CAP, _CONFLICT_BACKOFF_BASE * 2**attempt)
+            time.sleep(self._rng.uniform(0, delay))
+        raise StoreUnavailable(
+            "too many concurrent updates of one customer; retry later",
+            retry_after=_RETRY_AFTER_CONTENTION,
+        )
+
+    def _read_for_update(
+        self, keys: CustomerKeys, event_ids: list[str]
+    ) -> tuple[bytes | None, set[str]]:
+        """The stored profile, and which of `event_ids` are within the dedup window."""
+        with translated_errors():
+            stored, flags = self._script("READ_FOR_UPDATE")(
+                keys=[keys.profile, keys.dedup], args=event_ids
+            )
+        return stored, {event_id for event_id, flag in zip(event_ids, flags, strict=True) if flag}
+
+    def _commit(
+        self,
+        keys: CustomerKeys,
+        stored: bytes | None,
+        update: _Update,
+        events: list[Event],
+        entries: list[bytes],
+    ) -> bool:
+        """Write `update` if nobody committed since `stored` was read; False on a conflict."""
+        config = self.redis_config
+        version = "" if stored is None else hashlib.sha1(stored, usedforsecurity=False).hexdigest()
+        profile = (
+            b""
+            if update.profile is None
+            else encode_document(update.profile.model_dump_json(), config.compress_min_bytes)
+        )
+        args: list[str | bytes | int] = [
+            version,
+            profile,
+            max(1, round(config.dedup_window_seconds * 1000)),
+            config.event_log_cap,
+        ]
+        for position in update.logged:
+            args += [events[position].event_id, entries[position]]
+        with translated_errors():
+            committed = self._script("COMMIT")(
+                keys=[keys.profile, keys.events, keys.dedup], args=args
+            )
+        return bool(committed)
+
+    def _count_population(self, applied: list[Event]) -> None:
+        counts = Counter(
+            population_field(dimension, channel)
+            for event in applied
+            for dimension, channel in population_dimensions(event)
+        )
+        if not counts:
+            return
+        args: list[str | int] = [item for pair in sorted(counts.items()) for item in pair]
+        try:
+            with translated_errors():
+                self._script("COUNT_POPULATION")(keys=[self.keys.population()], args=args)
+        except StoreError:
+            # The events are committed: reporting a failure would make the client resend them
+            # only to hear DUPLICATE. The counters are approximate by design (module docstring).
+            logger.warning("population counters not updated", exc_info=True)
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def _redis(self) -> RedisClient:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(
+                    "the Redis store is closed", retry_after=RETRY_AFTER_UNREACHABLE
+                )
+            if self._client is None:
+                # A cluster client reads the slot map when it is created, so a cluster that is
+                # down when the store opens is only an error of the calls made meanwhile.
+                client = connect(self.redis_config)
+                self._scripts = {
+                    name: client.register_script(getattr(redis_scripts, name))
+                    for name in ("READ_FOR_UPDATE", "COMMIT", "COUNT_POPULATION")
+                }
+                self._client = client
+            return self._client
+
+    def _script(self, name: str) -> Script:
+        self._redis()
+        return self._scripts[name]
+
+
+def _fold_new_events(
+    profile: Profile | None, events: list[Event], known: set[str], config: EngineConfig
+) -> _Update:
+    """Fold the events whose ids are neither `known` nor repeated earlier in the batch.
+
+    `profile` is changed in place (callers pass a freshly decoded one, or None).
+    """
+    statuses = [AppendStatus.DUPLICATE] * len(events)
+    seen = set(known)
+    fresh: list[int] = []
+    # A repeated id inside the batch is folded once: the fold's own check keys on
+    # (occurred_at, id) and would apply a resent event whose time differs.
+    for position, event in enumerate(events):
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            fresh.append(position)
+    if not fresh:
+        return _Update(statuses, None, [], [])
+    # `profile` was just decoded and is ours to change: folding in place spares the deep copy
+    # that `engine.fold.fold` makes, the largest cost of an update with a long ring of ids.
+    folded = profile if profile is not None else new_profile(events[fresh[0]].customer_id)
+    for position in fresh:
+        statuses[position] = _APPEND_STATUS[apply_in_place(folded, events[position], config)]
+    applied = [events[p] for p in fresh if statuses[p] is AppendStatus.ACCEPTED]
+    # TOO_LATE events are logged though not folded; the fold's DUPLICATEs are not.
+    logged = [p for p in fresh if statuses[p] is not AppendStatus.DUPLICATE]
+    return _Update(statuses, folded if applied else None, logged, applied)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    # The client is made with decode_responses=False, so replies are bytes; redis-py's types
+    # cannot know that.
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _decode_profile(stored: bytes) -> Profile:
+    return Profile.model_validate_json(decode_document(stored))

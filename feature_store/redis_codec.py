@@ -1,0 +1,78 @@
+"""How the Redis store turns profiles, events and decisions into bytes, and back.
+
+Memory is paid per customer, so the encodings are compact but stay plain JSON underneath:
+
+* documents (profiles, decisions): the model's JSON, zlib-compressed when it is at least
+  `compress_min_bytes` long and compression makes it smaller. The first byte tells them apart:
+  JSON starts with `{`, a zlib stream with `x` (0x78). A demo profile is ~9.0 kB of JSON and
+  ~2.7 kB compressed. Fields equal to their defaults are kept: leaving them out would save
+  another 3% only, and would silently change stored profiles whenever a default changes.
+* event log entries: a JSON array `[event_id, touchpoint, channel, type, occurred_at,
+  attributes]`, without the customer id (the key holds it): ~110 bytes for a demo event
+  against ~210 for the event's JSON object. A future format would start with another byte
+  than `[`.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from engine.events import Event
+from feature_store.errors import StoreError
+
+#: zlib's default level: within 1% of level 9 on profiles, and a few tens of microseconds.
+_ZLIB_LEVEL = 6
+_JSON_START = b"{"[0]
+_ZLIB_START = b"x"[0]
+_LOG_ENTRY_START = b"["[0]
+
+
+class CorruptValue(StoreError):
+    """A stored value is not in any encoding this version reads."""
+
+
+def encode_document(document_json: str, compress_min_bytes: int) -> bytes:
+    """A model's JSON as stored: compressed if that is smaller (see the module docstring)."""
+    raw = document_json.encode()
+    if len(raw) < compress_min_bytes:
+        return raw
+    compressed = zlib.compress(raw, _ZLIB_LEVEL)
+    return compressed if len(compressed) < len(raw) else raw
+
+
+def decode_document(stored: bytes) -> bytes:
+    """The JSON of a stored document, whichever way it was encoded."""
+    first = stored[0] if stored else None
+    if first == _JSON_START:
+        return stored
+    if first == _ZLIB_START:
+        try:
+            return zlib.decompress(stored)
+        except zlib.error as exc:
+            raise CorruptValue(f"a stored document does not decompress: {exc}") from exc
+    raise CorruptValue("a stored document is neither JSON nor zlib")
+
+
+def encode_log_entry(event: Event) -> bytes:
+    """The event as one entry of its customer's event log (see the module docstring)."""
+    fields = event.model_dump(mode="json", exclude={"customer_id"})
+    entry = [fields[name] for name in _LOG_ENTRY_FIELDS]
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_log_entry(customer_id: str, stored: bytes) -> Event:
+    """The event of a log entry of `customer_id`'s log (validated again, like any event)."""
+    if not stored or stored[0] != _LOG_ENTRY_START:
+        raise CorruptValue("an event log entry is not a JSON array")
+    values: list[Any] = json.loads(stored)
+    if len(values) != len(_LOG_ENTRY_FIELDS):
+        raise CorruptValue(f"an event log entry has {len(values)} fields")
+    return Event.model_validate(
+        {"customer_id": customer_id, **dict(zip(_LOG_ENTRY_FIELDS, values, strict=True))}
+    )
+
+
+#: The order of an event log entry's fields: stored data, so never reorder it.
+_LOG_ENTRY_FIELDS = ("event_id", "touchpoint", "channel", "type", "occurred_at", "attributes")
