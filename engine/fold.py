@@ -100,6 +100,15 @@ def fold_with_status(
     return profile, [apply_in_place(profile, event, config) for event in events]
 
 
+def fold_in_place(
+    profile: Profile | None, customer_id: str, events: Iterable[Event], config: EngineConfig
+) -> tuple[Profile, list[FoldStatus]]:
+    """Like `fold_with_status`, but mutates `profile`: for callers that own a fresh copy (a
+    store that has just decoded it), where the defensive deep copy would be wasted work."""
+    profile = profile if profile is not None else new_profile(customer_id)
+    return profile, [apply_in_place(profile, event, config) for event in events]
+
+
 def apply_in_place(profile: Profile, event: Event, config: EngineConfig) -> FoldStatus:
     """Fold one event into `profile`, mutating it. Callers own the copy (see `fold`)."""
     if event.customer_id != profile.customer_id:

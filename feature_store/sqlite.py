@@ -37,7 +37,7 @@ from engine.channel_preference import ChannelPrior, population_dimensions
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
-from engine.fold import FoldStatus, fold_with_status
+from engine.fold import FoldStatus, fold_in_place
 from engine.identity import HashedIdentity
 from engine.profile import Profile
 from feature_store import sqlite_rows as rows
@@ -274,8 +274,12 @@ class SQLiteStore(OnlineStore):
                     fresh.append(position)
             if not fresh:
                 return statuses
-            profile, fold_statuses = fold_with_status(
-                rows.read_profile(db, customer_id), [events[p] for p in fresh], self.config
+            # The profile was just decoded, so it is folded in place (no defensive copy).
+            profile, fold_statuses = fold_in_place(
+                rows.read_profile(db, customer_id),
+                customer_id,
+                [events[p] for p in fresh],
+                self.config,
             )
             for position, fold_status in zip(fresh, fold_statuses, strict=True):
                 statuses[position] = _APPEND_STATUS[fold_status]
