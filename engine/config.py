@@ -45,4 +45,9 @@ class EngineConfig(BaseModel):
         },
         description="Consent in force where the customer stated none, by purpose.",
     )
+    exposures_kept: int = Field(
+        60, ge=1, description="Delivered actions kept: enough for the longest cap window."
+    )
+    action_declines_kept: int = Field(8, ge=1, description="Declines kept per action.")
+    max_actions_tracked: int = Field(40, ge=1, description="Actions with feedback kept.")
     signatures_per_habit: int = Field(6, ge=1, description="Default outcomes kept per habit key.")

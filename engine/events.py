@@ -62,12 +62,25 @@ class EventType(StrEnum):
     PREFERENCE_STATED = "preference_stated"
     CONSENT_CHANGED = "consent_changed"
     OUTCOME = "outcome"
+    INCIDENT_OPENED = "incident_opened"
+    INCIDENT_RESOLVED = "incident_resolved"
+    ACTION_EXPOSED = "action_exposed"
 
 
 class OutcomeKind(StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     IGNORED = "ignored"
+    CONVERTED = "converted"
+
+
+class ProblemKind(StrEnum):
+    """Open problems that put service before sales."""
+
+    COMPLAINT = "complaint"
+    FAILED_PAYMENT = "failed_payment"
+    OUTAGE = "outage"
+    LOW_FEEDBACK = "low_feedback"
 
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$")]
@@ -115,6 +128,23 @@ class ComplaintAttributes(_Attributes):
     topic: RequestKind | None = None
 
 
+class IncidentAttributes(_Attributes):
+    """A problem the customer did not report: a failed payment, an outage affecting them."""
+
+    case_id: Identifier
+    kind: Literal[ProblemKind.FAILED_PAYMENT, ProblemKind.OUTAGE]
+    topic: RequestKind | None = None
+
+
+class ExposureAttributes(_Attributes):
+    """An action a decision returned, as delivered: it counts toward caps and cooldowns."""
+
+    decision_id: Identifier
+    action_id: Annotated[str, Field(min_length=1, max_length=64)]
+    delivery_channel: Channel
+    purpose: Purpose
+
+
 class FeedbackAttributes(_Attributes):
     score: StrictInt = Field(ge=0, le=10)
 
@@ -151,6 +181,7 @@ class OutcomeAttributes(_Attributes):
     request: RequestKind | None = None
     habit_channel: Channel | None = None
     signature: str | None = Field(None, max_length=512)
+    value: float | None = Field(None, ge=0, description="Business value of a conversion, EUR.")
 
 
 ATTRIBUTE_MODELS: dict[EventType, type[_Attributes]] = {
@@ -162,6 +193,9 @@ ATTRIBUTE_MODELS: dict[EventType, type[_Attributes]] = {
     EventType.PREFERENCE_STATED: PreferenceAttributes,
     EventType.CONSENT_CHANGED: ConsentAttributes,
     EventType.OUTCOME: OutcomeAttributes,
+    EventType.INCIDENT_OPENED: IncidentAttributes,
+    EventType.INCIDENT_RESOLVED: IncidentAttributes,
+    EventType.ACTION_EXPOSED: ExposureAttributes,
 }
 
 

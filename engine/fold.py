@@ -36,7 +36,9 @@ from engine.events import (
     ConsentAttributes,
     Event,
     EventType,
+    ExposureAttributes,
     FeedbackAttributes,
+    IncidentAttributes,
     OutcomeAttributes,
     OutcomeKind,
     PreferenceAttributes,
@@ -44,9 +46,11 @@ from engine.events import (
 )
 from engine.preferences import ConsentRecord, ConsentStatus, Purpose, StatedPreference
 from engine.profile import (
+    ActionFeedback,
     CaseRecord,
     DecayedCount,
     DefaultFeedback,
+    Exposure,
     FeedbackRecord,
     Profile,
     RequestRecord,
@@ -220,11 +224,65 @@ def _apply_complaint_opened(profile: Profile, event: Event, config: EngineConfig
 
 def _apply_complaint_resolved(profile: Profile, event: Event, config: EngineConfig) -> None:
     attributes = event.typed
-    assert isinstance(attributes, ComplaintAttributes)
+    assert isinstance(attributes, ComplaintAttributes | IncidentAttributes)
     case = profile.cases.setdefault(attributes.case_id, CaseRecord(case_id=attributes.case_id))
     if case.resolved_at is None or event.occurred_at > case.resolved_at:
         case.resolved_at = event.occurred_at
     bound_cases(profile, config)
+
+
+def _apply_incident_opened(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, IncidentAttributes)
+    case = profile.cases.setdefault(
+        attributes.case_id, CaseRecord(case_id=attributes.case_id, kind=attributes.kind.value)
+    )
+    if case.opened_at is None or event.occurred_at < case.opened_at:
+        case.opened_at = event.occurred_at
+        case.kind = attributes.kind.value
+        case.topic = attributes.topic or case.topic
+        case.channel = event.channel.value
+    bound_cases(profile, config)
+
+
+def _apply_exposure(profile: Profile, event: Event, config: EngineConfig) -> None:
+    attributes = event.typed
+    assert isinstance(attributes, ExposureAttributes)
+    profile.exposures.append(
+        Exposure(
+            event_id=event.event_id,
+            at=event.occurred_at,
+            action_id=attributes.action_id,
+            channel=attributes.delivery_channel.value,
+            purpose=attributes.purpose.value,
+        )
+    )
+    _keep_latest(profile.exposures, config.exposures_kept, lambda x: (x.at, x.event_id))
+
+
+def _apply_action_outcome(
+    profile: Profile, event: Event, attributes: OutcomeAttributes, config: EngineConfig
+) -> None:
+    """Answers to actions are kept whatever the profiling consent: a 'no' must be honoured."""
+    feedback = profile.action_feedback.setdefault(attributes.target, ActionFeedback())
+    if attributes.outcome is OutcomeKind.ACCEPTED:
+        feedback.accepted += 1
+    elif attributes.outcome is OutcomeKind.CONVERTED:
+        feedback.converted += 1
+        feedback.converted_value += attributes.value or 0.0
+    elif attributes.outcome is OutcomeKind.DECLINED:
+        feedback.declines.append(Stamp(at=event.occurred_at, event_id=event.event_id))
+        _keep_latest(feedback.declines, config.action_declines_kept, lambda s: (s.at, s.event_id))
+    while len(profile.action_feedback) > config.max_actions_tracked:
+        del profile.action_feedback[min(profile.action_feedback, key=_feedback_order(profile))]
+
+
+def _feedback_order(profile: Profile) -> Callable[[str], tuple[int, str]]:
+    def order(action_id: str) -> tuple[int, str]:
+        feedback = profile.action_feedback[action_id]
+        return (feedback.accepted + feedback.converted + len(feedback.declines), action_id)
+
+    return order
 
 
 def bound_cases(profile: Profile, config: EngineConfig) -> None:
@@ -306,7 +364,10 @@ def _forget_learning(profile: Profile, revoked_at: datetime) -> None:
 def _apply_outcome(profile: Profile, event: Event, config: EngineConfig) -> None:
     attributes = event.typed
     assert isinstance(attributes, OutcomeAttributes)
-    if attributes.kind != "default" or attributes.outcome is OutcomeKind.IGNORED:
+    if attributes.kind == "action":
+        _apply_action_outcome(profile, event, attributes, config)
+        return
+    if attributes.outcome not in (OutcomeKind.ACCEPTED, OutcomeKind.DECLINED):
         return
     if not (attributes.request and attributes.habit_channel and attributes.signature is not None):
         return
@@ -349,4 +410,7 @@ _APPLIERS: dict[EventType, Callable[[Profile, Event, EngineConfig], None]] = {
     EventType.PREFERENCE_STATED: _apply_preference,
     EventType.CONSENT_CHANGED: _apply_consent,
     EventType.OUTCOME: _apply_outcome,
+    EventType.INCIDENT_OPENED: _apply_incident_opened,
+    EventType.INCIDENT_RESOLVED: _apply_complaint_resolved,
+    EventType.ACTION_EXPOSED: _apply_exposure,
 }

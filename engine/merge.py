@@ -16,6 +16,7 @@ from engine.consent import may_learn_from
 from engine.fold import bound_cases
 from engine.preferences import ConsentRecord, StatedPreference
 from engine.profile import (
+    ActionFeedback,
     CaseRecord,
     DecayedCount,
     DefaultFeedback,
@@ -64,6 +65,12 @@ def merge(a: Profile, b: Profile, *, customer_id: str, config: EngineConfig) -> 
         feedback=sorted(a.feedback + b.feedback, key=lambda f: (f.at, f.event_id))[
             -config.feedback_capacity :
         ],
+        exposures=sorted(a.exposures + b.exposures, key=lambda x: (x.at, x.event_id))[
+            -config.exposures_kept :
+        ],
+        action_feedback=_union(
+            a.action_feedback, b.action_feedback, lambda p, q: _merge_action(p, q, config)
+        ),
     )
     bound_cases(merged, config)
     refused = revoked is not None and a.profiling_revoked_at != b.profiling_revoked_at
@@ -115,6 +122,16 @@ def _merge_feedback(
     )
 
 
+def _merge_action(a: ActionFeedback, b: ActionFeedback, config: EngineConfig) -> ActionFeedback:
+    declines = {(s.at, s.event_id): s for s in a.declines + b.declines}
+    return ActionFeedback(
+        accepted=a.accepted + b.accepted,
+        converted=a.converted + b.converted,
+        converted_value=a.converted_value + b.converted_value,
+        declines=[declines[k] for k in sorted(declines)][-config.action_declines_kept :],
+    )
+
+
 def _later_statement(a: StatedPreference, b: StatedPreference) -> StatedPreference:
     return max(a, b, key=lambda s: (s.stated_at, s.event_id))
 
@@ -131,6 +148,7 @@ def _merge_case(a: CaseRecord, b: CaseRecord) -> CaseRecord:
     )
     return CaseRecord(
         case_id=a.case_id,
+        kind=opened.kind,
         opened_at=opened.opened_at,
         resolved_at=_max_time(a.resolved_at, b.resolved_at),
         topic=opened.topic,

@@ -120,6 +120,7 @@ class CaseRecord(BaseModel):
     """A complaint or other problem case. Open until a resolution is seen."""
 
     case_id: str
+    kind: str = Field("complaint", description="complaint, failed_payment or outage.")
     opened_at: datetime | None = None
     resolved_at: datetime | None = None
     topic: str | None = None
@@ -160,6 +161,25 @@ SeenRing = Annotated[
 ]
 
 
+class Exposure(BaseModel):
+    """An action delivered to the customer (for frequency caps and cooldowns)."""
+
+    event_id: str
+    at: datetime
+    action_id: str
+    channel: str
+    purpose: str
+
+
+class ActionFeedback(BaseModel):
+    """How the customer answered one catalogue action."""
+
+    accepted: int = 0
+    converted: int = 0
+    converted_value: float = 0.0
+    declines: list[Stamp] = Field(default_factory=list, description="Most recent declines.")
+
+
 class Profile(BaseModel):
     """What Rapport knows of one customer: a pure function of the customer's events."""
 
@@ -187,6 +207,10 @@ class Profile(BaseModel):
     )
     cases: dict[str, CaseRecord] = Field(default_factory=dict)
     feedback: list[FeedbackRecord] = Field(default_factory=list)
+    exposures: list[Exposure] = Field(
+        default_factory=list, description="Latest actions delivered, oldest first."
+    )
+    action_feedback: dict[str, ActionFeedback] = Field(default_factory=dict)
 
     def open_cases(self) -> list[CaseRecord]:
         return sorted(

@@ -94,6 +94,9 @@ def customer_events(
                 "preference_stated",
                 "consent_changed",
                 "outcome",
+                "incident_opened",
+                "incident_resolved",
+                "action_exposed",
             ]
         )
     )
@@ -129,6 +132,26 @@ def customer_events(
             "purpose": draw(st.sampled_from(consent_purposes)),
             "channel": draw(st.sampled_from(["email", "sms", None])),
             "status": draw(st.sampled_from(["granted", "denied", "revoked"])),
+        }
+    elif kind in ("incident_opened", "incident_resolved"):
+        attributes = {
+            "case_id": draw(st.sampled_from(["inc-1", "inc-2"])),
+            "kind": draw(st.sampled_from(["failed_payment", "outage"])),
+        }
+    elif kind == "action_exposed":
+        attributes = {
+            "decision_id": f"d-{draw(st.integers(0, 5))}",
+            "action_id": draw(st.sampled_from(["savings_plan", "travel_insurance"])),
+            "delivery_channel": draw(st.sampled_from(["email", "sms", "web"])),
+            "purpose": draw(st.sampled_from(["service", "marketing"])),
+        }
+    elif draw(st.booleans()):
+        attributes = {
+            "decision_id": f"d-{draw(st.integers(0, 5))}",
+            "target": draw(st.sampled_from(["savings_plan", "travel_insurance"])),
+            "kind": "action",
+            "outcome": draw(st.sampled_from(["accepted", "declined", "ignored", "converted"])),
+            "value": draw(st.sampled_from([None, 10.0, 250.0])),
         }
     else:
         attributes = {
