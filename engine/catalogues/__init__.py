@@ -1,0 +1,1 @@
+"""Example action catalogues shipped with Rapport (YAML, loaded by engine.catalogue)."""
