@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ttl_seconds=settings.auth_cache_seconds,
                 stale_if_error_seconds=settings.auth_stale_if_error_seconds,
             )
+            app.state.decision_policy = settings.decision_policy()
             yield
 
     app = FastAPI(

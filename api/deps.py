@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.settings import Settings
+from engine.next_best_action import DecisionPolicy
 from feature_store.base import OnlineStore
 
 
@@ -31,7 +32,13 @@ def get_identity_secret(request: Request) -> bytes:
     return settings.identity_secret.get_secret_value().encode()
 
 
+def get_decision_policy(request: Request) -> DecisionPolicy:
+    policy: DecisionPolicy = request.app.state.decision_policy
+    return policy
+
+
 Store = Annotated[OnlineStore, Depends(get_store)]
+Policy = Annotated[DecisionPolicy, Depends(get_decision_policy)]
 IdentitySecret = Annotated[bytes, Depends(get_identity_secret)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Now = Annotated[datetime, Depends(get_now)]

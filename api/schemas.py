@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from api.errors import field_errors
-from engine.decision import Decision, DecisionRequest, Reasons
+from engine.decision import ChosenAction, Decision, DecisionRequest, Reasons
 from engine.events import Channel, Event, Identifier, OutcomeKind
 from engine.identity import Identity
 from engine.preferences import ConsentStatus, Purpose
@@ -190,7 +190,7 @@ class DecisionOut(BaseModel):
     decided_at: datetime
     defaults: list[DefaultOut]
     channel: ContactChannelOut | None
-    actions: list[dict[str, Any]]
+    actions: list[ChosenAction]
     degraded: bool
     policy_version: str
     model_version: str | None
@@ -206,6 +206,7 @@ class OutcomeIn(BaseModel):
     decision_id: Identifier
     id: str = Field(min_length=1, max_length=96, description="An item id from the decision.")
     outcome: OutcomeKind
+    value: float | None = Field(None, ge=0, description="Value of a conversion, EUR.")
     at: AwareDatetime | None = None
 
 

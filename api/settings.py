@@ -9,7 +9,11 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from engine.arbitration import Exploration
+from engine.catalogue import RETAIL_BANK_CATALOGUE, load_catalogue
 from engine.config import EngineConfig
+from engine.next_best_action import DecisionPolicy
+from engine.policy import ContactPolicy
 
 DEVELOPMENT_IDENTITY_SECRET = "rapport-development-identity-secret"
 
@@ -33,6 +37,13 @@ class Settings(BaseSettings):
         description="sqlite:///path (embedded default), redis://host:port/db or redis+cluster://host:port",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    catalogue: str | None = Field(
+        None,
+        description="Path of the action catalogue (YAML); the shipped retail-bank example "
+        "if unset. Loaded and checked at start-up: a bad catalogue stops the start.",
+    )
+    contact_policy: ContactPolicy = Field(default_factory=ContactPolicy)
+    exploration: Exploration = Field(default_factory=Exploration)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     store_retry_after_seconds: int = Field(2, ge=1, description="Retry-After hint on 503.")
     identity_secret: SecretStr = Field(
@@ -121,3 +132,10 @@ class Settings(BaseSettings):
         ):
             raise ValueError("RAPPORT_IDENTITY_SECRET must be set in production")
         return self
+
+    def decision_policy(self) -> DecisionPolicy:
+        """The catalogue (read from disk: call at start-up), contact policy and exploration."""
+        catalogue = load_catalogue(self.catalogue or RETAIL_BANK_CATALOGUE)
+        return DecisionPolicy(
+            catalogue=catalogue, contact=self.contact_policy, exploration=self.exploration
+        )

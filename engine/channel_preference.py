@@ -16,7 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import EngineConfig
 from engine.consent import may_contact
-from engine.events import CONTACT_CHANNELS, Event, EventType, RequestAttributes
+from engine.events import (
+    CONTACT_CHANNELS,
+    Event,
+    EventType,
+    ExposureAttributes,
+    OutcomeAttributes,
+    OutcomeKind,
+    RequestAttributes,
+)
 from engine.preferences import Purpose
 from engine.profile import DecayedCount, Profile
 
@@ -30,6 +38,9 @@ class ChannelPrior(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     shares: dict[str, dict[str, float]] = Field(default_factory=dict)
+    counts: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="The raw population counters the shares come from."
+    )
 
     @classmethod
     def from_counts(cls, counts: Mapping[str, Mapping[str, float]]) -> ChannelPrior:
@@ -38,7 +49,8 @@ class ChannelPrior(BaseModel):
             total = sum(by_channel.values())
             if total > 0:
                 shares[dimension] = {ch: n / total for ch, n in sorted(by_channel.items())}
-        return cls(shares=shares)
+        raw = {dimension: dict(by_key) for dimension, by_key in counts.items()}
+        return cls(shares=shares, counts=raw)
 
     def for_dimension(self, dimension: str, candidates: Iterable[str]) -> dict[str, float]:
         """Shares over `candidates`, renormalised; uniform where the population knows nothing."""
@@ -61,7 +73,22 @@ def population_dimensions(event: Event) -> list[tuple[str, str]]:
         attributes = event.typed
         assert isinstance(attributes, RequestAttributes)
         return [(f"request:{attributes.request}", event.channel.value)]
+    if event.type is EventType.ACTION_EXPOSED:
+        exposure = event.typed
+        assert isinstance(exposure, ExposureAttributes)
+        return [(_action_dimension(exposure.action_id, exposure.segment), "shown")]
+    if event.type is EventType.OUTCOME:
+        outcome = event.typed
+        assert isinstance(outcome, OutcomeAttributes)
+        if outcome.kind == "action" and outcome.outcome is OutcomeKind.ACCEPTED:
+            return [(_action_dimension(outcome.target, outcome.segment), "accepted")]
+        if outcome.kind == "action" and outcome.outcome is OutcomeKind.CONVERTED:
+            return [(_action_dimension(outcome.target, outcome.segment), "converted")]
     return []
+
+
+def _action_dimension(action_id: str, segment: str | None) -> str:
+    return f"action:{action_id}:{segment or 'mass'}"
 
 
 class ChannelEstimate(BaseModel):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from engine.arbitration import AcceptanceRates
 from engine.channel_preference import ChannelEstimate, ChannelPrior, contact_channel
 from engine.config import EngineConfig
 from engine.decision import ContactChannel, Decision, DecisionRequest, Default, Reasons
 from engine.errors import UnknownOutcomeTarget
-from engine.events import Event, EventType, OutcomeKind
+from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.explain import (
     contact_channel_reasons,
     habit_reasons,
@@ -20,6 +21,7 @@ from engine.explain import (
     stated_override_reasons,
 )
 from engine.habits import UsualRequest, usual_requests
+from engine.next_best_action import DecisionPolicy, next_best_actions
 from engine.profile import Profile
 
 #: Version of the decision logic, logged with every decision.
@@ -37,8 +39,11 @@ def decide(
     config: EngineConfig,
     decision_id: str,
     at: datetime,
+    policy: DecisionPolicy | None = None,
+    rates: AcceptanceRates | None = None,
 ) -> Decision:
-    """Answer a touchpoint: the defaults to pre-fill here and the channel to contact by."""
+    """Answer a touchpoint: the defaults to pre-fill here, the channel to contact by and,
+    with a `policy`, the next-best-actions (acceptance `rates` from the population)."""
     requested = request.context.get("request")
     habits = (
         usual_requests(
@@ -50,7 +55,8 @@ def decide(
         if profile
         else []
     )
-    return Decision(
+    contact = contact_channel(profile, prior, at=at, config=config)
+    decision = Decision(
         decision_id=decision_id,
         customer_id=request.customer_id,
         touchpoint=request.touchpoint,
@@ -58,9 +64,31 @@ def decide(
         decided_at=at,
         known_customer=profile is not None,
         defaults=[personalised_default(habit, profile) for habit in habits if profile],
-        channel=contact_choice(contact_channel(profile, prior, at=at, config=config)),
-        policy_version=POLICY_VERSION,
+        channel=contact_choice(contact),
+        policy_version=policy.version if policy else POLICY_VERSION,
         context=request.context,
+    )
+    if policy is None:
+        return decision
+    plan = next_best_actions(
+        profile,
+        request,
+        policy=policy,
+        rates=rates or AcceptanceRates.from_population(prior.counts),
+        contact=contact,
+        decision_id=decision_id,
+        at=at,
+        config=config,
+    )
+    return decision.model_copy(
+        update={
+            "actions": plan.actions,
+            "candidates": plan.candidates,
+            "segment": plan.segment,
+            "open_problems": plan.open_problems,
+            "catalogue_version": policy.catalogue.version,
+            "exploration": policy.exploration.strategy,
+        }
     )
 
 
@@ -113,11 +141,37 @@ def contact_choice(estimate: ChannelEstimate | None) -> ContactChannel | None:
     )
 
 
-def outcome_event(decision: Decision, item_id: str, outcome: OutcomeKind, *, at: datetime) -> Event:
+def outcome_event(
+    decision: Decision,
+    item_id: str,
+    outcome: OutcomeKind,
+    *,
+    at: datetime,
+    value: float | None = None,
+) -> Event:
     """The event that teaches the profile how the customer answered one item of a decision.
 
-    Its id is derived from the decision and the item, so a repeated outcome is a duplicate.
+    Its id is derived from the decision and the item (and, for an action, the answer), so a
+    repeated outcome is a duplicate, while a conversion after an acceptance is a new answer.
     """
+    action = decision.action(item_id)
+    if action is not None:
+        return Event(
+            event_id=f"outcome:{decision.decision_id}:{item_id}:{outcome.value}",
+            customer_id=decision.customer_id,
+            touchpoint=decision.touchpoint,
+            channel=Channel(action.channel),
+            type=EventType.OUTCOME,
+            occurred_at=at,
+            attributes={
+                "decision_id": decision.decision_id,
+                "target": item_id,
+                "outcome": outcome.value,
+                "kind": "action",
+                "segment": decision.segment,
+                "value": value,
+            },
+        )
     default = decision.default(item_id)
     if default is None:
         raise UnknownOutcomeTarget(f"decision {decision.decision_id} returned no item {item_id!r}")
@@ -138,3 +192,28 @@ def outcome_event(decision: Decision, item_id: str, outcome: OutcomeKind, *, at:
             "signature": default.signature,
         },
     )
+
+
+def exposure_events(decision: Decision, purposes: dict[str, str]) -> list[Event]:
+    """The returned actions as delivered: they count toward caps and cooldowns from now on.
+
+    `purposes` maps action ids to their consent purpose (from the catalogue).
+    """
+    return [
+        Event(
+            event_id=f"exposure:{decision.decision_id}:{action.id}",
+            customer_id=decision.customer_id,
+            touchpoint=decision.touchpoint,
+            channel=Channel(action.channel),
+            type=EventType.ACTION_EXPOSED,
+            occurred_at=decision.decided_at,
+            attributes={
+                "decision_id": decision.decision_id,
+                "action_id": action.id,
+                "delivery_channel": action.channel,
+                "purpose": purposes[action.id],
+                "segment": decision.segment,
+            },
+        )
+        for action in decision.actions
+    ]

@@ -59,6 +59,36 @@ class ContactChannel(BaseModel):
     reasons: Reasons
 
 
+class ChosenAction(BaseModel):
+    """A next-best-action as returned: ranked, with the probability it was picked."""
+
+    id: str = Field(description="The catalogue action's id; outcomes name it.")
+    kind: str
+    rank: int
+    score: float = Field(description="Priority: propensity x value x weight.")
+    propensity: float = Field(description="Probability this action was picked at this rank.")
+    channel: str = Field(description="The channel to deliver it by.")
+    title: Reasons
+    message: Reasons
+    reasons: Reasons
+    reason_codes: list[str]
+
+
+class CandidateTrace(BaseModel):
+    """Why a catalogue action was returned, dropped or outranked (for operators and audit)."""
+
+    action_id: str
+    kind: str
+    status: Literal["returned", "outranked", "dropped"]
+    dropped: str | None = Field(None, description="The policy rule that dropped it.")
+    channel_refusals: dict[str, str] = Field(default_factory=dict)
+    channels: list[str] = Field(default_factory=list)
+    reason_codes: list[str] = Field(default_factory=list)
+    factors: dict[str, float] = Field(
+        default_factory=dict, description="propensity, value, weight and priority."
+    )
+
+
 class Decision(BaseModel):
     """One logged answer. Outcomes join to it by `decision_id` and the item `id`."""
 
@@ -70,9 +100,12 @@ class Decision(BaseModel):
     known_customer: bool
     defaults: list[Default] = Field(default_factory=list)
     channel: ContactChannel | None = None
-    actions: list[dict[str, Any]] = Field(
-        default_factory=list, description="Next-best-actions, ranked (filled by arbitration)."
-    )
+    actions: list[ChosenAction] = Field(default_factory=list, description="Ranked actions.")
+    candidates: list[CandidateTrace] = Field(default_factory=list)
+    segment: str | None = Field(None, description="The customer's value segment.")
+    open_problems: list[str] = Field(default_factory=list)
+    catalogue_version: str | None = None
+    exploration: str | None = None
     degraded: bool = False
     policy_version: str
     model_version: str | None = None
@@ -80,3 +113,6 @@ class Decision(BaseModel):
 
     def default(self, item_id: str) -> Default | None:
         return next((d for d in self.defaults if d.id == item_id), None)
+
+    def action(self, item_id: str) -> ChosenAction | None:
+        return next((a for a in self.actions if a.id == item_id), None)

@@ -143,6 +143,7 @@ class ExposureAttributes(_Attributes):
     action_id: Annotated[str, Field(min_length=1, max_length=64)]
     delivery_channel: Channel
     purpose: Purpose
+    segment: str | None = Field(None, max_length=32, description="For acceptance statistics.")
 
 
 class FeedbackAttributes(_Attributes):
@@ -182,6 +183,7 @@ class OutcomeAttributes(_Attributes):
     habit_channel: Channel | None = None
     signature: str | None = Field(None, max_length=512)
     value: float | None = Field(None, ge=0, description="Business value of a conversion, EUR.")
+    segment: str | None = Field(None, max_length=32, description="For acceptance statistics.")
 
 
 ATTRIBUTE_MODELS: dict[EventType, type[_Attributes]] = {

@@ -124,3 +124,30 @@ def request_channel_reasons(request: str, choice: ChannelEstimate) -> Reasons:
         en=f"You usually make {noun_en} on {name_en} (about {share}%)",
         it=f"Di solito fai {noun_it} tramite {name_it} (circa {share}%)",
     )
+
+
+_PROBLEM_REASONS: dict[str, tuple[str, str]] = {
+    "complaint": ("you have an open complaint with us", "hai un reclamo aperto con noi"),
+    "failed_payment": (
+        "a recent payment of yours did not go through",
+        "un tuo pagamento recente non è andato a buon fine",
+    ),
+    "outage": ("a service disruption affects you", "un disservizio ti riguarda"),
+    "low_feedback": (
+        "you recently told us you were not satisfied",
+        "di recente ci hai detto che non eri soddisfatto",
+    ),
+}
+
+
+def action_reasons(addressed: list[str], propensity: float) -> Reasons:
+    """Why an action is suggested: the open problems it addresses, or its expected fit."""
+    if addressed:
+        english = " and ".join(_PROBLEM_REASONS[p][0] for p in addressed if p in _PROBLEM_REASONS)
+        italian = " e ".join(_PROBLEM_REASONS[p][1] for p in addressed if p in _PROBLEM_REASONS)
+        return Reasons(en=f"Because {english}", it=f"Perché {italian}")
+    share = _percent(propensity)
+    return Reasons(
+        en=f"Suggested for you: about {share}% of customers like you take it up",
+        it=f"Suggerito per te: circa il {share}% dei clienti come te lo sceglie",
+    )

@@ -8,8 +8,10 @@ Laws (property-tested in tests/engine/test_fold_laws.py):
 * bounded: the profile's size has a ceiling set by `EngineConfig`, whatever the history.
 
 An event older than all of the `seen_capacity` latest events of a customer cannot be told apart
-from a duplicate, so it is reported `TOO_LATE` and not folded (it stays in the event log).
-The online store and training replay share this function, so both see the same profile.
+from a duplicate by the profile alone, so it is reported `TOO_LATE` and not folded. A store that
+has checked the event id against its own log (every store does) folds it anyway
+(`known_new=True`): then order-independence holds for any lateness. The online store and
+training replay share this function, so both see the same profile.
 
 Consent (engine/consent.py) is the one exception to order-independence, on purpose: a profiling
 denial or revocation wipes everything learned implicitly (channel counts, habits, answers to
@@ -105,19 +107,33 @@ def fold_with_status(
 
 
 def fold_in_place(
-    profile: Profile | None, customer_id: str, events: Iterable[Event], config: EngineConfig
+    profile: Profile | None,
+    customer_id: str,
+    events: Iterable[Event],
+    config: EngineConfig,
+    *,
+    known_new: bool = False,
 ) -> tuple[Profile, list[FoldStatus]]:
     """Like `fold_with_status`, but mutates `profile`: for callers that own a fresh copy (a
-    store that has just decoded it), where the defensive deep copy would be wasted work."""
+    store that has just decoded it), where the defensive deep copy would be wasted work.
+
+    `known_new`: the caller guarantees no event was folded before (a store that checked
+    every id against its own log), so events older than the idempotence ring are folded
+    too instead of being TOO_LATE.
+    """
     profile = profile if profile is not None else new_profile(customer_id)
-    return profile, [apply_in_place(profile, event, config) for event in events]
+    return profile, [
+        apply_in_place(profile, event, config, known_new=known_new) for event in events
+    ]
 
 
-def apply_in_place(profile: Profile, event: Event, config: EngineConfig) -> FoldStatus:
+def apply_in_place(
+    profile: Profile, event: Event, config: EngineConfig, *, known_new: bool = False
+) -> FoldStatus:
     """Fold one event into `profile`, mutating it. Callers own the copy (see `fold`)."""
     if event.customer_id != profile.customer_id:
         raise WrongCustomer(f"event {event.event_id} is not for this profile")
-    status = _remember(profile, event, config.seen_capacity)
+    status = _remember(profile, event, config.seen_capacity, known_new=known_new)
     if status is not FoldStatus.APPLIED:
         return status
     profile.event_count += 1
@@ -134,14 +150,15 @@ def event_digest(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
-def _remember(profile: Profile, event: Event, capacity: int) -> FoldStatus:
+def _remember(profile: Profile, event: Event, capacity: int, *, known_new: bool) -> FoldStatus:
     mark = (_microseconds(event.occurred_at), event_digest(event.event_id))
     seen = profile.seen
     index = bisect.bisect_left(seen, mark)
     if index < len(seen) and seen[index] == mark:
         return FoldStatus.DUPLICATE
     if len(seen) >= capacity and index == 0:
-        return FoldStatus.TOO_LATE
+        # Older than every remembered id: the ring cannot tell it from a duplicate.
+        return FoldStatus.APPLIED if known_new else FoldStatus.TOO_LATE
     seen.insert(index, mark)
     if len(seen) > capacity:
         del seen[0]

@@ -426,7 +426,10 @@ def _fold_new_events(
     # that `engine.fold.fold` makes, the largest cost of an update with a long ring of ids.
     folded = profile if profile is not None else new_profile(events[fresh[0]].customer_id)
     for position in fresh:
-        statuses[position] = _APPEND_STATUS[apply_in_place(folded, events[position], config)]
+        # Ids were checked against the dedup window, so events older than the profile's ring
+        # are new too (a resend later than the window is the documented client error).
+        status = apply_in_place(folded, events[position], config, known_new=True)
+        statuses[position] = _APPEND_STATUS[status]
     applied = [events[p] for p in fresh if statuses[p] is AppendStatus.ACCEPTED]
     # TOO_LATE events are logged though not folded; the fold's DUPLICATEs are not.
     logged = [p for p in fresh if statuses[p] is not AppendStatus.DUPLICATE]

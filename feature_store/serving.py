@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Any
 
 from engine.customer_view import CustomerView, describe_customer
-from engine.decide import decide, degraded_decision, outcome_event
+from engine.decide import decide, degraded_decision, exposure_events, outcome_event
 from engine.decision import Decision, DecisionRequest
 from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.identity import HashedIdentity, Identity
+from engine.next_best_action import DecisionPolicy
 from engine.preferences import validate_preference
 from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
 from feature_store.errors import CustomerErased, StoreError, StoreUnavailable
@@ -43,6 +44,7 @@ def decide_for(
     *,
     at: datetime,
     identity: HashedIdentity | None = None,
+    policy: DecisionPolicy | None = None,
 ) -> Decision:
     """Decide and log. If the store is unreachable, answer safely with `degraded=True`.
 
@@ -60,28 +62,50 @@ def decide_for(
     except StoreUnavailable:
         return degraded_decision(request, decision_id=decision_id, at=at)
     decision = decide(
-        profile, request, prior=prior, config=store.config, decision_id=decision_id, at=at
+        profile,
+        request,
+        prior=prior,
+        config=store.config,
+        decision_id=decision_id,
+        at=at,
+        policy=policy,
     )
     try:
         store.log_decision(decision)
+        if decision.actions and policy is not None:
+            # Returned actions count toward caps and cooldowns from now on.
+            purposes = {a.id: a.purpose.value for a in policy.catalogue.actions}
+            store.apply_events(exposure_events(decision, purposes))
     except StoreUnavailable:
+        # Without the exposures recorded a cap could be broken: answer safely instead.
         return degraded_decision(request, decision_id=decision_id, at=at)
     return decision
 
 
 def record_outcome(
-    store: OnlineStore, decision_id: str, item_id: str, outcome: OutcomeKind, *, at: datetime
+    store: OnlineStore,
+    decision_id: str,
+    item_id: str,
+    outcome: OutcomeKind,
+    *,
+    at: datetime,
+    value: float | None = None,
 ) -> AppendStatus:
     """Join the customer's answer to its decision and fold it into the profile.
 
     Raises UnknownDecision, or engine.errors.UnknownOutcomeTarget for an item the decision did
     not return. Repeating an outcome is a DUPLICATE and changes nothing.
     """
+    decision = logged_decision(store, decision_id)
+    [status] = store.apply_events([outcome_event(decision, item_id, outcome, at=at, value=value)])
+    return status
+
+
+def logged_decision(store: OnlineStore, decision_id: str) -> Decision:
     decision = store.read_decision(decision_id)
     if decision is None:
         raise UnknownDecision(decision_id)
-    [status] = store.apply_events([outcome_event(decision, item_id, outcome, at=at)])
-    return status
+    return decision
 
 
 def preference_events(

@@ -275,11 +275,13 @@ class SQLiteStore(OnlineStore):
             if not fresh:
                 return statuses
             # The profile was just decoded, so it is folded in place (no defensive copy).
+            # Every id was checked against the log above, so even very late events are new.
             profile, fold_statuses = fold_in_place(
                 rows.read_profile(db, customer_id),
                 customer_id,
                 [events[p] for p in fresh],
                 self.config,
+                known_new=True,
             )
             for position, fold_status in zip(fresh, fold_statuses, strict=True):
                 statuses[position] = _APPEND_STATUS[fold_status]

@@ -1,22 +1,33 @@
 from fastapi import APIRouter
 
 from api.auth import require
-from api.deps import IdentitySecret, Now, Store
+from api.deps import IdentitySecret, Now, Policy, Store
 from api.schemas import DecisionIn, DecisionOut
+from engine.decision import Decision
 from feature_store.credentials import Scope
-from feature_store.serving import decide_for
+from feature_store.serving import decide_for, logged_decision
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
 
 @router.post("", response_model=DecisionOut, dependencies=[require(Scope.DECISIONS)])
 def post_decision(
-    question: DecisionIn, store: Store, secret: IdentitySecret, now: Now
+    question: DecisionIn, store: Store, secret: IdentitySecret, policy: Policy, now: Now
 ) -> DecisionOut:
-    """Personalised defaults and contact channel for this customer at this touchpoint.
+    """Next-best-actions, personalised defaults and the contact channel for this customer at
+    this touchpoint, each with its reasons; every decision is logged with its candidates.
 
     Never fails for store trouble: answers `degraded: true` with nothing personal instead.
     """
     identity = question.identity.hashed(secret) if question.identity else None
-    decision = decide_for(store, question.as_request(), at=question.at or now, identity=identity)
+    decision = decide_for(
+        store, question.as_request(), at=question.at or now, identity=identity, policy=policy
+    )
     return DecisionOut.of(decision)
+
+
+@router.get("/{decision_id}", response_model=Decision, dependencies=[require(Scope.CUSTOMERS_READ)])
+def get_decision(decision_id: str, store: Store) -> Decision:
+    """The logged decision with every candidate considered: why it was dropped (rule,
+    consent, policy, cap) or how it scored, and what was returned with which probability."""
+    return logged_decision(store, decision_id)

@@ -15,7 +15,12 @@ router = APIRouter(prefix="/v1/outcomes", tags=["outcomes"])
 def post_outcome(outcome: OutcomeIn, store: Store, now: Now) -> OutcomeOut:
     """The customer's answer to a default of a decision; it teaches the profile."""
     status = record_outcome(
-        store, outcome.decision_id, outcome.id, outcome.outcome, at=outcome.at or now
+        store,
+        outcome.decision_id,
+        outcome.id,
+        outcome.outcome,
+        at=outcome.at or now,
+        value=outcome.value,
     )
     return OutcomeOut(
         decision_id=outcome.decision_id,

@@ -77,16 +77,18 @@ def test_a_habit_learned_by_card_at_the_atm_is_known_through_email(client: httpx
 def test_linking_merges_two_known_customers(client: httpx.Client) -> None:
     client.post("/v1/events", json={"events": atm_withdrawals_by_card()})
     client.post("/v1/events", json={"events": [web_login("login-1", EMAIL)]})
-    card_customer = decide(client, identity=CARD)["customer_id"]
-    email_customer = decide(client, identity=EMAIL)["customer_id"]
+    by_card, by_email = decide(client, identity=CARD), decide(client, identity=EMAIL)
+    card_customer, email_customer = by_card["customer_id"], by_email["customer_id"]
     assert card_customer != email_customer
+    # Each action a decision returned was recorded as delivered (for caps): events too.
+    delivered = len(by_card["actions"]) + len(by_email["actions"])
 
     linked = client.post("/v1/identities/link", json={"identities": [CARD, EMAIL]})
     assert linked.status_code == 200, linked.text
     survivor = linked.json()["customer_id"]
     assert linked.json()["merged"] == [max(card_customer, email_customer)]
     view = client.get(f"/v1/customers/{survivor}").json()
-    assert view["event_count"] == 7
+    assert view["event_count"] == 7 + delivered
     assert decide(client, identity=EMAIL)["defaults"]
 
 
@@ -147,13 +149,17 @@ def test_export_then_erase(client: httpx.Client) -> None:
     client.post(
         "/v1/events", json={"events": [*atm_withdrawals_by_card(), web_login("l", EMAIL, CARD)]}
     )
-    customer = decide(client, identity=CARD)["customer_id"]
+    decision = decide(client, identity=CARD)
+    customer = decision["customer_id"]
     export = client.get(f"/v1/customers/{customer}/export")
     assert export.status_code == 200, export.text
     body = export.json()
     assert sorted(i["masked"] for i in body["identities"]) == ["***7d6c", "a***@example.com"]
-    assert len(body["events"]) == 7
-    assert body["profile"]["event_count"] == 7
+    sent = [e for e in body["events"] if e["type"] != "action_exposed"]
+    delivered = [e for e in body["events"] if e["type"] == "action_exposed"]
+    assert len(sent) == 7
+    assert len(delivered) == len(decision["actions"])
+    assert body["profile"]["event_count"] == 7 + len(delivered)
     assert len(body["decisions"]) >= 1
     assert "ann.rossi@example.com" not in export.text
     assert "tok_9f8e7d6c" not in export.text
