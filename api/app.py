@@ -11,7 +11,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from api.auth import KeyAuthenticator, install_auth_error_handlers
 from api.errors import install_error_handlers
 from api.logs import access_log, configure_logging
-from api.routes import customers, decisions, events, health, identities, outcomes, privacy
+from api.routes import (
+    customers,
+    decisions,
+    events,
+    health,
+    identities,
+    outcomes,
+    privacy,
+    touchpoints,
+)
 from api.settings import Settings
 from feature_store.credentials_factory import open_credentials
 from feature_store.factory import open_store
@@ -66,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         identities.router,
         decisions.router,
         outcomes.router,
+        touchpoints.router,
     ):
         app.include_router(router)
     app.include_router(health.router)

@@ -27,6 +27,7 @@ from engine.events import (
 )
 from engine.preferences import Purpose
 from engine.profile import DecayedCount, Profile
+from engine.touchpoints import touchpoint_counters
 
 #: Population dimension for contact-channel choices; request kinds use "request:<kind>".
 CONTACT_DIMENSION = "contact"
@@ -64,7 +65,12 @@ class ChannelPrior(BaseModel):
 
 
 def population_dimensions(event: Event) -> list[tuple[str, str]]:
-    """The (dimension, channel) population counters that a newly folded event increments."""
+    """The (dimension, key) population counters that a newly folded event increments:
+    channel choices, action exposures and answers, and touchpoint stats."""
+    return [*_choice_dimensions(event), *touchpoint_counters(event)]
+
+
+def _choice_dimensions(event: Event) -> list[tuple[str, str]]:
     if event.type in (EventType.CONTACT, EventType.COMPLAINT_OPENED):
         if event.channel in CONTACT_CHANNELS:
             return [(CONTACT_DIMENSION, event.channel.value)]

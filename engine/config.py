@@ -45,6 +45,12 @@ class EngineConfig(BaseModel):
         },
         description="Consent in force where the customer stated none, by purpose.",
     )
+    low_feedback_max_score: int = Field(
+        4, ge=0, le=10, description="A latest feedback score (0-10) at or below this ..."
+    )
+    low_feedback_days: int = Field(
+        30, ge=1, description="... is an open problem for this many days (service first)."
+    )
     exposures_kept: int = Field(
         60, ge=1, description="Delivered actions kept: enough for the longest cap window."
     )

@@ -28,13 +28,12 @@ from engine.profile import FeedbackRecord, Profile, split_habit_key
 
 
 ANY_PROBLEM = "any"
-#: A feedback score at or below this (0-10), if it is the latest one, is an open problem ...
-LOW_FEEDBACK_MAX_SCORE = 4
-#: ... for this many days, or until a better score comes in.
-LOW_FEEDBACK_DAYS = 30
+_DEFAULT_CONFIG = EngineConfig()
 
 
-def open_problems(profile: Profile, at: datetime) -> frozenset[ProblemKind]:
+def open_problems(
+    profile: Profile, at: datetime, config: EngineConfig = _DEFAULT_CONFIG
+) -> frozenset[ProblemKind]:
     """The kinds of problem open for the customer at `at`.
 
     An incident case has its own kind (failed_payment, outage). A complaint whose topic is
@@ -44,8 +43,8 @@ def open_problems(profile: Profile, at: datetime) -> frozenset[ProblemKind]:
     latest = latest_feedback(profile, at)
     if (
         latest is not None
-        and latest.score <= LOW_FEEDBACK_MAX_SCORE
-        and at - latest.at <= timedelta(days=LOW_FEEDBACK_DAYS)
+        and latest.score <= config.low_feedback_max_score
+        and at - latest.at <= timedelta(days=config.low_feedback_days)
     ):
         kinds.add(ProblemKind.LOW_FEEDBACK)
     return frozenset(kinds)
@@ -346,6 +345,6 @@ def facts_for(
     sources = FactSources(profile, request, at, config)
     return Facts(
         values=MappingProxyType({name: spec.read(sources) for name, spec in FIELDS.items()}),
-        open_problems=frozenset(open_problems(sources.profile, at)),
+        open_problems=frozenset(open_problems(sources.profile, at, config)),
         habits=frozenset(habit.request for habit in usual_requests(sources.profile, config)),
     )

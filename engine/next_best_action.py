@@ -54,7 +54,7 @@ def next_best_actions(
     config: EngineConfig,
 ) -> ActionPlan:
     facts = facts_for(profile, request, at=at, config=config)
-    problems = sorted(p.value for p in open_problems(profile, at)) if profile else []
+    problems = sorted(p.value for p in open_problems(profile, at, config)) if profile else []
     segment = value_segment(profile).value if profile else "mass"
     admissions: dict[str, tuple[Action, Admission]] = {}
     scored: list[Scored] = []

@@ -18,6 +18,7 @@ from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.identity import HashedIdentity, Identity
 from engine.next_best_action import DecisionPolicy
 from engine.preferences import validate_preference
+from engine.touchpoints import TouchpointStats, touchpoint_report
 from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
 from feature_store.errors import CustomerErased, StoreError, StoreUnavailable
 
@@ -99,6 +100,10 @@ def record_outcome(
     decision = logged_decision(store, decision_id)
     [status] = store.apply_events([outcome_event(decision, item_id, outcome, at=at, value=value)])
     return status
+
+
+def touchpoint_stats(store: OnlineStore) -> list[TouchpointStats]:
+    return touchpoint_report(store.population_prior().counts)
 
 
 def logged_decision(store: OnlineStore, decision_id: str) -> Decision:

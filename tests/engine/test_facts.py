@@ -10,11 +10,13 @@ import pytest
 from engine.config import EngineConfig
 from engine.decision import DecisionRequest
 from engine.events import Event
-from engine.facts import FIELDS, LOW_FEEDBACK_DAYS, LOW_FEEDBACK_MAX_SCORE, Facts, facts_for
+from engine.facts import FIELDS, Facts, facts_for
 from engine.fold import fold
 from tests.engine.builders import T0, event
 
 CONFIG = EngineConfig()
+LOW_FEEDBACK_MAX_SCORE = CONFIG.low_feedback_max_score
+LOW_FEEDBACK_DAYS = CONFIG.low_feedback_days
 
 
 def facts_at(events: list[Event], channel: str = "atm", days: float = 50, **context: Any) -> Facts:
