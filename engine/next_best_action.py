@@ -34,6 +34,11 @@ class DecisionPolicy(BaseModel):
     def version(self) -> str:
         return f"{self.catalogue.version}/{self.contact.version}/{self.exploration.strategy}"
 
+    @property
+    def purposes(self) -> dict[str, str]:
+        """The consent purpose of each catalogue action, by id."""
+        return {action.id: action.purpose.value for action in self.catalogue.actions}
+
 
 class ActionPlan(BaseModel):
     actions: list[ChosenAction]

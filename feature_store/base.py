@@ -81,6 +81,13 @@ class OnlineStore(ABC):
     def log_decision(self, decision: Decision) -> None:
         """Append a decision to the decision log. Logging the same decision_id twice is an error."""
 
+    def record_decision(self, decision: Decision, delivered: Sequence[Event]) -> None:
+        """Log `decision` and apply `delivered` (its actions, as delivered: they count toward
+        caps). Backends that can should do both in one atomic step, as SQLite does."""
+        self.log_decision(decision)
+        if delivered:
+            self.apply_events(delivered)
+
     @abstractmethod
     def read_decision(self, decision_id: str) -> Decision | None:
         """A logged decision, or None."""

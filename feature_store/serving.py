@@ -71,12 +71,10 @@ def decide_for(
         at=at,
         policy=policy,
     )
+    # Returned actions count toward caps and cooldowns from now on.
+    delivered = exposure_events(decision, policy.purposes) if policy and decision.actions else []
     try:
-        store.log_decision(decision)
-        if decision.actions and policy is not None:
-            # Returned actions count toward caps and cooldowns from now on.
-            purposes = {a.id: a.purpose.value for a in policy.catalogue.actions}
-            store.apply_events(exposure_events(decision, purposes))
+        store.record_decision(decision, delivered)
     except StoreUnavailable:
         # Without the exposures recorded a cap could be broken: answer safely instead.
         return degraded_decision(request, decision_id=decision_id, at=at)

@@ -533,6 +533,34 @@ class OnlineStoreContract:
 
         assert store.read_decision("dec-1") == decision("dec-1")
 
+    def test_a_decision_is_recorded_with_its_delivered_actions(self, store: OnlineStore) -> None:
+        delivered = Event(
+            event_id="exposure:dec-1:savings_plan",
+            customer_id="cust-1",
+            touchpoint="web-1",
+            channel=Channel.EMAIL,
+            type=EventType.ACTION_EXPOSED,
+            occurred_at=T0,
+            attributes={
+                "decision_id": "dec-1",
+                "action_id": "savings_plan",
+                "delivery_channel": "email",
+                "purpose": "marketing",
+                "segment": "premium",
+            },
+        )
+        store.record_decision(decision("dec-1"), [delivered])
+
+        assert store.read_decision("dec-1") == decision("dec-1")
+        profile = store.read_profile("cust-1")
+        assert profile is not None
+        assert [x.action_id for x in profile.exposures] == ["savings_plan"]
+        # Another decision under the same id is refused, and nothing is delivered twice.
+        changed = decision("dec-1").model_copy(update={"policy_version": "rules-2"})
+        with pytest.raises(DuplicateDecision):
+            store.record_decision(changed, [delivered])
+        assert len(store.read_profile("cust-1").exposures) == 1  # type: ignore[union-attr]
+
     # -- population ----------------------------------------------------------------------------
 
     def test_the_population_prior_counts_contact_channels(self, store: OnlineStore) -> None:
