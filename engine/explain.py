@@ -147,6 +147,11 @@ def action_reasons(addressed: list[str], propensity: float) -> Reasons:
         italian = " e ".join(_PROBLEM_REASONS[p][1] for p in addressed if p in _PROBLEM_REASONS)
         return Reasons(en=f"Because {english}", it=f"Perché {italian}")
     share = _percent(propensity)
+    if share < 5:  # a small share says little to a customer
+        return Reasons(
+            en="Suggested for you from your recent activity",
+            it="Suggerito per te in base alla tua attività recente",
+        )
     return Reasons(
         en=f"Suggested for you: about {share}% of customers like you take it up",
         it=f"Suggerito per te: circa il {share}% dei clienti come te lo sceglie",
