@@ -10,10 +10,17 @@ update is still one atomic, single-slot operation:
    within the dedup window;
 2. the client folds the new events into that profile;
 3. one script commits, all or nothing, if the stored profile is still the one read (its
-   SHA-1 is the version: no version field to store, and equal bytes are the same fold input)
-   and the ids are still new: it writes the profile, appends the logged events to the log and
-   records their ids in the dedup window. Otherwise nothing is written: another writer of
-   this customer committed first, and the client reads again after a short jittered backoff.
+   SHA-1 is the version: no version field to store, and equal bytes are the same fold input),
+   the ids are still new and the customer is neither merged nor being merged into: it writes
+   the profile, appends the logged events to the log and records their ids in the dedup
+   window. Otherwise nothing is written: another writer of this customer committed first,
+   and the client reads again after a short jittered backoff.
+
+A customer merged into another (`link_identities`) has an alias in its slot: the read script
+returns it and the update goes to the survivor; `read_profile` and `customer_events` look for
+the alias only when the customer has nothing of its own, so a known customer's read stays one
+GET. An update checks the erasure records only when the customer has no profile (see
+`feature_store.redis_privacy` for why that is enough; merges: `feature_store.redis_identity`).
 
 After `max_commit_attempts` conflicts it raises `StoreUnavailable` (the API answers 503 and the
 touchpoint retries; nothing accepted is lost). Writers of one customer within one process take
@@ -31,7 +38,9 @@ What the online store keeps, and what it does not:
 * the event log holds the customer's latest `event_log_cap` events (default 1,000), in order
   of acceptance; the durable history is the offline export, not this list;
 * a decision stays readable for `decision_ttl_seconds` (default 90 days): an outcome reported
-  later refers to an unknown decision;
+  later refers to an unknown decision. It is indexed under its customer (for export and
+  erasure) when the store holds anything of that customer; a decision for an id the store
+  knows nothing of (an anonymous one, say) is not indexed and only expires;
 * the population counters are incremented after the customer's commit, by a second command
   (they live on another slot). They are approximate: a failure between the two, or a commit
   whose reply was lost, leaves some events uncounted. They feed a prior, not a ledger.
@@ -44,7 +53,6 @@ recovers by itself when Redis is back. No method talks to Redis before its first
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
@@ -79,10 +87,13 @@ from feature_store.keys import (
     split_population_field,
 )
 from feature_store.redis_codec import (
+    as_bytes,
     decode_document,
     decode_log_entry,
+    decode_profile,
     encode_document,
     encode_log_entry,
+    profile_version,
 )
 from feature_store.redis_connection import (
     RETRY_AFTER_UNREACHABLE,
@@ -90,6 +101,8 @@ from feature_store.redis_connection import (
     connect,
     translated_errors,
 )
+from feature_store.redis_identity import MAX_ALIAS_HOPS, RedisAccess, RedisIdentities
+from feature_store.redis_privacy import RedisPrivacy
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +119,6 @@ _CONFLICT_BACKOFF_CAP = 0.05
 _RETRY_AFTER_CONTENTION = 1.0
 #: Locks that writers of one customer in one process take turns on (customers share stripes).
 _CUSTOMER_TURN_STRIPES = 64
-
-
-class NotSupportedByRedisYet(StoreError):
-    """An `OnlineStore` operation that the Redis store does not implement yet."""
-
-    def __init__(self, operation: str) -> None:
-        super().__init__(f"the Redis store does not implement {operation} yet")
 
 
 class RedisStoreConfig(BaseModel):
@@ -154,6 +160,16 @@ class RedisStoreConfig(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class _Stored:
+    """One customer's state as the read script returns it, for an update."""
+
+    profile: bytes | None
+    known: set[str]  # ids of the batch within the dedup window
+    alias: str | None  # the customer it was merged into
+    pending: list[str]  # customers being merged into it
+
+
+@dataclass(frozen=True, slots=True)
 class _Update:
     """What one customer's batch does to the stored state, as folded by the client."""
 
@@ -189,13 +205,20 @@ class RedisStore(OnlineStore):
         self._prior: tuple[float, ChannelPrior] | None = None
         self._rng = random.Random()
         self._customer_turns = [threading.Lock() for _ in range(_CUSTOMER_TURN_STRIPES)]
+        access = RedisAccess(self._redis, self._script, self.keys, config, redis_config)
+        self._access = access
+        self._identities = RedisIdentities(access)
+        self._privacy = RedisPrivacy(access, self._identities)
 
     # -- OnlineStore ---------------------------------------------------------------------------
 
     def read_profile(self, customer_id: str) -> Profile | None:
         with translated_errors():
             stored = self._redis().get(self.keys.customer(customer_id).profile)
-        return None if stored is None else _decode_profile(_as_bytes(stored))
+        if stored is None:  # only then, one more read: was the customer merged into another?
+            survivor = self._identities.canonical(customer_id)
+            return None if survivor == customer_id else self.read_profile(survivor)
+        return decode_profile(as_bytes(stored))
 
     def apply_events(self, events: Sequence[Event]) -> list[AppendStatus]:
         """See `OnlineStore.apply_events`. One atomic commit per customer, in order of first
@@ -216,16 +239,21 @@ class RedisStore(OnlineStore):
         """The latest `event_log_cap` accepted events of the customer, in acceptance order."""
         with translated_errors():
             entries = self._redis().lrange(self.keys.customer(customer_id).events, 0, -1)
-        return [decode_log_entry(customer_id, _as_bytes(entry)) for entry in entries]
+        if not entries:
+            survivor = self._identities.canonical(customer_id)
+            return [] if survivor == customer_id else self.customer_events(survivor)
+        return [decode_log_entry(customer_id, as_bytes(entry)) for entry in entries]
 
     def log_decision(self, decision: Decision) -> None:
         """See `OnlineStore.log_decision`; the decision expires after `decision_ttl_seconds`.
 
         Writing the very same bytes again is not an error: that is what a command retried after
-        a lost reply looks like.
+        a lost reply looks like. The customer's index of decisions is written first, so that an
+        erasure finds every decision that was written (a dangling index entry is harmless).
         """
         key = self.keys.decision(decision.decision_id)
         body = encode_document(decision.model_dump_json(), self.redis_config.compress_min_bytes)
+        self._privacy.index_decision(decision)
         with translated_errors():
             client = self._redis()
             if client.set(key, body, nx=True, ex=self.redis_config.decision_ttl_seconds):
@@ -239,7 +267,7 @@ class RedisStore(OnlineStore):
             stored = self._redis().get(self.keys.decision(decision_id))
         if stored is None:
             return None
-        return Decision.model_validate_json(decode_document(_as_bytes(stored)))
+        return Decision.model_validate_json(decode_document(as_bytes(stored)))
 
     def population_prior(self) -> ChannelPrior:
         now = time.monotonic()
@@ -251,27 +279,27 @@ class RedisStore(OnlineStore):
             stored = self._redis().hgetall(self.keys.population())
         counts: dict[str, dict[str, float]] = {}
         for field, count in stored.items():
-            dimension, channel = split_population_field(_as_bytes(field).decode())
+            dimension, channel = split_population_field(as_bytes(field).decode())
             counts.setdefault(dimension, {})[channel] = float(int(count))
         prior = ChannelPrior.from_counts(counts)
         self._prior = (now + self.prior_ttl_seconds, prior)
         return prior
 
-    # -- identities and privacy: not implemented on Redis yet ---------------------------------
+    # -- identities and privacy: feature_store.redis_identity, feature_store.redis_privacy -----
 
     def resolve_identity(self, identity: HashedIdentity) -> str | None:
-        raise NotSupportedByRedisYet("resolve_identity")
+        return self._identities.resolve(identity)
 
     def link_identities(
         self, identities: Sequence[HashedIdentity], customer_id: str | None, *, at: datetime
     ) -> IdentityLink:
-        raise NotSupportedByRedisYet("link_identities")
+        return self._identities.link(identities, customer_id, at=at)
 
     def export_customer(self, customer_id: str) -> CustomerExport | None:
-        raise NotSupportedByRedisYet("export_customer")
+        return self._privacy.export(customer_id)
 
     def erase_customer(self, customer_id: str) -> bool:
-        raise NotSupportedByRedisYet("erase_customer")
+        return self._privacy.erase(customer_id)
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -295,40 +323,79 @@ class RedisStore(OnlineStore):
     # -- writes --------------------------------------------------------------------------------
 
     def _apply_customer_events(self, customer_id: str, events: list[Event]) -> list[AppendStatus]:
-        keys = self.keys.customer(customer_id)
         # Serialised once, outside the retry loop, to keep each attempt short.
         entries = [encode_log_entry(event) for event in events]
         event_ids = list(dict.fromkeys(event.event_id for event in events))
-        # Writers of one customer in this process take turns, so they never waste a fold on a
-        # conflict among themselves; conflicts come from other processes only.
-        turn = self._customer_turns[zlib.crc32(customer_id.encode()) % len(self._customer_turns)]
+        hops = 0
         for attempt in range(self.redis_config.max_commit_attempts):
-            with turn:
-                stored, known = self._read_for_update(keys, event_ids)
-                profile = None if stored is None else _decode_profile(stored)
-                update = _fold_new_events(profile, events, known, self.config)
-                if not update.logged:
-                    return update.statuses
-                committed = self._commit(keys, stored, update, events, entries)
-            if committed:
-                self._count_population(update.applied)
-                return update.statuses
-            delay = min(_CONFLICT_BACKOFF_CAP, _CONFLICT_BACKOFF_BASE * 2**attempt)
-            time.sleep(self._rng.uniform(0, delay))
+            stored, statuses = self._try_update(customer_id, events, entries, event_ids)
+            if statuses is not None:
+                return statuses
+            if stored.alias is not None:  # merged into another customer: theirs now
+                hops += 1
+                if hops > MAX_ALIAS_HOPS:
+                    raise StoreError(f"more than {MAX_ALIAS_HOPS} merges lead from a customer")
+                customer_id = stored.alias
+                events = [e.model_copy(update={"customer_id": customer_id}) for e in events]
+            elif stored.pending:  # a merge into the customer is under way, or was interrupted
+                self._identities.settle(customer_id)
+            else:
+                delay = min(_CONFLICT_BACKOFF_CAP, _CONFLICT_BACKOFF_BASE * 2**attempt)
+                time.sleep(self._rng.uniform(0, delay))
         raise StoreUnavailable(
             "too many concurrent updates of one customer; retry later",
             retry_after=_RETRY_AFTER_CONTENTION,
         )
 
-    def _read_for_update(
-        self, keys: CustomerKeys, event_ids: list[str]
-    ) -> tuple[bytes | None, set[str]]:
-        """The stored profile, and which of `event_ids` are within the dedup window."""
+    def _try_update(
+        self, customer_id: str, events: list[Event], entries: list[bytes], event_ids: list[str]
+    ) -> tuple[_Stored, list[AppendStatus] | None]:
+        """One read-fold-commit of the customer: its statuses, or None if nothing was written
+        (a conflict, an alias to follow or a pending merge to settle)."""
+        keys = self.keys.customer(customer_id)
+        # Writers of one customer in this process take turns, so they never waste a fold on a
+        # conflict among themselves; conflicts come from other processes only.
+        with self._turn(customer_id):
+            stored = self._read_for_update(keys, event_ids)
+            if stored.alias is not None or stored.pending:
+                return stored, None
+            if stored.profile is None and self._access.is_erased(customer_id):
+                return stored, [AppendStatus.ERASED] * len(events)
+            profile = None if stored.profile is None else decode_profile(stored.profile)
+            update = _fold_new_events(profile, events, stored.known, self.config)
+            if not update.logged:
+                return stored, update.statuses
+            if not self._commit(keys, stored.profile, update, events, entries):
+                return stored, None
+        return stored, self._after_commit(customer_id, stored, update)
+
+    def _after_commit(
+        self, customer_id: str, stored: _Stored, update: _Update
+    ) -> list[AppendStatus]:
+        if stored.profile is None and self._access.is_erased(customer_id):
+            # Erased between this writer's check and its commit: the one window an erasure
+            # cannot close by itself (feature_store.redis_privacy), so erase it again.
+            self._privacy.erase(customer_id)
+            return [AppendStatus.ERASED] * len(update.statuses)
+        self._count_population(update.applied)
+        return update.statuses
+
+    def _turn(self, customer_id: str) -> threading.Lock:
+        return self._customer_turns[zlib.crc32(customer_id.encode()) % len(self._customer_turns)]
+
+    def _read_for_update(self, keys: CustomerKeys, event_ids: list[str]) -> _Stored:
+        """The stored profile, which of `event_ids` are within the dedup window, the customer's
+        alias and pending merges."""
         with translated_errors():
-            stored, flags = self._script("READ_FOR_UPDATE")(
-                keys=[keys.profile, keys.dedup], args=event_ids
+            profile, flags, alias, pending = self._script("READ_FOR_UPDATE")(
+                keys=[keys.profile, keys.dedup, keys.alias, keys.pending], args=event_ids
             )
-        return stored, {event_id for event_id, flag in zip(event_ids, flags, strict=True) if flag}
+        return _Stored(
+            profile=profile,
+            known={event_id for event_id, flag in zip(event_ids, flags, strict=True) if flag},
+            alias=None if alias is None else as_bytes(alias).decode(),
+            pending=[as_bytes(member).decode() for member in pending],
+        )
 
     def _commit(
         self,
@@ -338,16 +405,16 @@ class RedisStore(OnlineStore):
         events: list[Event],
         entries: list[bytes],
     ) -> bool:
-        """Write `update` if nobody committed since `stored` was read; False on a conflict."""
+        """Write `update` if nobody committed since `stored` was read, the customer was not
+        merged meanwhile and no merge into it is pending; False otherwise."""
         config = self.redis_config
-        version = "" if stored is None else hashlib.sha1(stored, usedforsecurity=False).hexdigest()
         profile = (
             b""
             if update.profile is None
             else encode_document(update.profile.model_dump_json(), config.compress_min_bytes)
         )
         args: list[str | bytes | int] = [
-            version,
+            profile_version(stored),
             profile,
             max(1, round(config.dedup_window_seconds * 1000)),
             config.event_log_cap,
@@ -356,7 +423,7 @@ class RedisStore(OnlineStore):
             args += [events[position].event_id, entries[position]]
         with translated_errors():
             committed = self._script("COMMIT")(
-                keys=[keys.profile, keys.events, keys.dedup], args=args
+                keys=[keys.profile, keys.events, keys.dedup, keys.alias, keys.pending], args=args
             )
         return bool(committed)
 
@@ -394,7 +461,7 @@ class RedisStore(OnlineStore):
                 client = connect(self.redis_config)
                 self._scripts = {
                     name: client.register_script(getattr(redis_scripts, name))
-                    for name in ("READ_FOR_UPDATE", "COMMIT", "COUNT_POPULATION")
+                    for name in redis_scripts.NAMES
                 }
                 self._client = client
             return self._client
@@ -434,13 +501,3 @@ def _fold_new_events(
     # TOO_LATE events are logged though not folded; the fold's DUPLICATEs are not.
     logged = [p for p in fresh if statuses[p] is not AppendStatus.DUPLICATE]
     return _Update(statuses, folded if applied else None, logged, applied)
-
-
-def _as_bytes(value: bytes | str) -> bytes:
-    # The client is made with decode_responses=False, so replies are bytes; redis-py's types
-    # cannot know that.
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def _decode_profile(stored: bytes) -> Profile:
-    return Profile.model_validate_json(decode_document(stored))

@@ -15,11 +15,13 @@ Memory is paid per customer, so the encodings are compact but stay plain JSON un
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from typing import Any
 
 from engine.events import Event
+from engine.profile import Profile
 from feature_store.errors import StoreError
 
 #: zlib's default level: within 1% of level 9 on profiles, and a few tens of microseconds.
@@ -55,6 +57,22 @@ def decode_document(stored: bytes) -> bytes:
     raise CorruptValue("a stored document is neither JSON nor zlib")
 
 
+def decode_profile(stored: bytes) -> Profile:
+    return Profile.model_validate_json(decode_document(stored))
+
+
+def profile_version(stored: bytes | None) -> str:
+    """The version a commit is conditioned on: the SHA-1 hex of the stored profile, '' if none
+    (the scripts compute the same with `redis.sha1hex`)."""
+    return "" if stored is None else hashlib.sha1(stored, usedforsecurity=False).hexdigest()
+
+
+def as_bytes(value: bytes | str) -> bytes:
+    """A reply as bytes: the client is made with decode_responses=False, so replies are bytes;
+    redis-py's types cannot know that."""
+    return value if isinstance(value, bytes) else value.encode()
+
+
 def encode_log_entry(event: Event) -> bytes:
     """The event as one entry of its customer's event log (see the module docstring)."""
     fields = event.model_dump(mode="json", exclude={"customer_id"})
@@ -72,6 +90,14 @@ def decode_log_entry(customer_id: str, stored: bytes) -> Event:
     return Event.model_validate(
         {"customer_id": customer_id, **dict(zip(_LOG_ENTRY_FIELDS, values, strict=True))}
     )
+
+
+def log_entry_event_id(stored: bytes) -> str:
+    """The event id of a log entry, without validating the rest of it."""
+    values: list[Any] = json.loads(stored) if stored[:1] == b"[" else []
+    if not values or not isinstance(values[0], str):
+        raise CorruptValue("an event log entry has no event id")
+    return values[0]
 
 
 #: The order of an event log entry's fields: stored data, so never reorder it.

@@ -4,7 +4,6 @@ Redis Cluster; then issuing keys, and the store URLs."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -34,6 +33,7 @@ from feature_store.credentials_sqlite import SQLiteCredentialStore
 from feature_store.errors import StoreUnavailable, UnsupportedStoreUrl
 from feature_store.sqlite import SCHEMA_VERSION, SQLiteStore, SQLiteStoreConfig
 from tests.feature_store.contract import CONFIG, withdrawal
+from tests.feature_store.redis_servers import free_port
 
 T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 
@@ -44,12 +44,6 @@ Opener = Callable[[], CredentialStore]
 # -- real Redis, started for this module --------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _redis_server(folder: Path, *, cluster: bool) -> tuple[subprocess.Popen[bytes], int]:
     """A `redis-server` on a free loopback port in `folder`, answering PING (and, as a
     one-node cluster, serving every slot)."""
@@ -57,7 +51,7 @@ def _redis_server(folder: Path, *, cluster: bool) -> tuple[subprocess.Popen[byte
     if binary is None:
         pytest.fail("redis-server is not on PATH: these tests run against a real server")
     folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port(with_cluster_bus=cluster)  # a node's bus port is port + 10000
     arguments = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
     arguments += ["--save", "", "--appendonly", "no", "--logfile", "redis.log"]
     if cluster:
@@ -329,7 +323,7 @@ def test_redis_keys_share_one_slot_under_the_store_prefix(redis_port: int) -> No
 
 @pytest.mark.redis
 def test_an_unreachable_redis_is_unavailable_but_opening_does_not_wait_for_it() -> None:
-    store = open_credentials(f"redis://127.0.0.1:{_free_port()}/0?socket_timeout_seconds=0.2")
+    store = open_credentials(f"redis://127.0.0.1:{free_port()}/0?socket_timeout_seconds=0.2")
     with closing(store), pytest.raises(StoreUnavailable, match="unavailable"):
         store.find_by_hash("0" * 64)
 
