@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +17,7 @@ from engine.decision import Decision
 from engine.events import Event
 from engine.identity import HashedIdentity, LinkedIdentity
 from engine.profile import Profile
+from feature_store.errors import UnsupportedCapability
 
 
 class AppendStatus(StrEnum):
@@ -43,6 +46,54 @@ class CustomerExport(BaseModel):
     profile: Profile | None
     events: list[Event]
     decisions: list[Decision]
+
+
+LogTable = Literal["events", "decisions"]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One entry of the event or decision log, as the store holds it.
+
+    `seq`: the entry's position in its log, strictly increasing and never reused.
+    `customer_id`: the customer the entry belongs to now (after merges, the survivor).
+    `at_us`: when it happened (`occurred_at` of an event, `decided_at` of a decision), in
+    microseconds since the Unix epoch, UTC.
+    `body`: the entry as JSON (`Event.model_dump_json()` or `Decision.model_dump_json()`).
+    `status`: for an event, the `AppendStatus` it was logged with (`accepted`, `too_late`);
+    None for a decision.
+    """
+
+    seq: int
+    customer_id: str
+    at_us: int
+    body: str
+    status: str | None = None
+
+    def event(self) -> Event:
+        """The body as an `Event` (validated), with the entry's current customer."""
+        event = Event.model_validate_json(self.body)
+        if event.customer_id == self.customer_id:
+            return event
+        return event.model_copy(update={"customer_id": self.customer_id})
+
+    def decision(self) -> Decision:
+        """The body as a `Decision`, with the entry's current customer."""
+        decision = Decision.model_validate_json(self.body)
+        if decision.customer_id == self.customer_id:
+            return decision
+        return decision.model_copy(update={"customer_id": self.customer_id})
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """A page of a log. `next_after` is the `after` of the next page (the last `seq` returned,
+    or the `after` asked for if the page is empty); `high_water` is the largest `seq` in the
+    log when the page was read (0 for an empty log), for progress reports."""
+
+    records: list[LogRecord]
+    next_after: int
+    high_water: int
 
 
 class OnlineStore(ABC):
@@ -127,6 +178,29 @@ class OnlineStore(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Return if the store answers; raise `StoreUnavailable` otherwise."""
+
+    # -- optional capabilities: the offline export reads the logs through these -----------------
+
+    def read_log(self, table: LogTable, after: int, limit: int) -> LogPage:
+        """Up to `limit` (>= 1) entries of the `table` log with `seq > after`, in `seq` order.
+
+        The log is a cursor-readable append-only sequence: an entry appended after a page was
+        read always gets a larger `seq` than every entry that page could have returned, so a
+        reader that resumes from `next_after` misses nothing and sees nothing twice. Entries
+        can disappear (erasure removes them) and can change customer without a new `seq` (a
+        merge moves them to the survivor). Raises `UnsupportedCapability` if the backend
+        cannot read its logs in order (the default).
+        """
+        raise UnsupportedCapability(f"{type(self).__name__} cannot read its logs (read_log)")
+
+    def erased_digests(self) -> set[str]:
+        """The digests (`engine.identity.customer_digest`) of every erased customer id, merged
+        ids included. Erasure records are never removed, so the set only grows. Raises
+        `UnsupportedCapability` if the backend cannot list them (the default).
+        """
+        raise UnsupportedCapability(
+            f"{type(self).__name__} cannot list its erasure records (erased_digests)"
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The store must not be used afterwards."""

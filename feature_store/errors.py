@@ -26,3 +26,10 @@ class DuplicateDecision(StoreError):
 
 class CustomerErased(StoreError):
     """The customer was erased; nothing may be stored for them again."""
+
+
+class UnsupportedCapability(StoreError):
+    """The store does not implement an optional capability (e.g. reading its logs in order).
+
+    Raised instead of faking the capability; the message names the store and the method.
+    """

@@ -6,7 +6,8 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`):
 * `events`: the event log. `seq` is the acceptance order (AUTOINCREMENT, so a number is never
   reused after an erasure and can serve as an export cursor); (customer_id, event_id) is unique,
   which is the idempotence check: SQLite keeps every id, so there is no idempotence window here;
-* `decisions`: the decision log, keyed by decision_id;
+* `decisions`: the decision log, keyed by decision_id, in the order of `decision_order` (see
+  feature_store/sqlite_rows.py);
 * `population_counts`: how many folded events chose each channel, per population dimension.
 
 Concurrency: the file is in WAL mode, so readers never wait for the writer. Every write is one
@@ -20,20 +21,18 @@ cross a fork.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.channel_preference import ChannelPrior, population_dimensions
+from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
@@ -41,10 +40,17 @@ from engine.fold import FoldStatus, fold_in_place
 from engine.identity import HashedIdentity
 from engine.profile import Profile
 from feature_store import sqlite_rows as rows
-from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
+from feature_store.base import (
+    AppendStatus,
+    CustomerExport,
+    IdentityLink,
+    LogPage,
+    LogTable,
+    OnlineStore,
+)
 from feature_store.errors import DuplicateDecision, StoreError, StoreUnavailable
 
-SCHEMA_VERSION = 2  # 2: identities, aliases, erasures
+SCHEMA_VERSION = 3  # 2: identities, aliases, erasures; 3: decision_order (the log's cursor)
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS profiles (
@@ -81,9 +87,6 @@ _APPEND_STATUS = {
     FoldStatus.DUPLICATE: AppendStatus.DUPLICATE,
     FoldStatus.TOO_LATE: AppendStatus.TOO_LATE,
 }
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
 
 #: Retry-after hints, in seconds: a held lock clears quickly, a disk or file problem does not.
 _RETRY_AFTER_BUSY = 1.0
@@ -176,18 +179,9 @@ class SQLiteStore(OnlineStore):
             return [Event.model_validate_json(body) for (body,) in bodies]
 
     def log_decision(self, decision: Decision) -> None:
-        with _translated_errors():
-            cursor = self._connection().execute(
-                "INSERT INTO decisions (decision_id, customer_id, decided_at, body) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (decision_id) DO NOTHING",
-                (
-                    decision.decision_id,
-                    decision.customer_id,
-                    decision.decided_at.isoformat(),
-                    decision.model_dump_json(),
-                ),
-            )
-        if cursor.rowcount == 0:
+        with _translated_errors(), self._write_transaction() as db:
+            logged = rows.log_decision(db, decision)
+        if not logged:
             raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
 
     def read_decision(self, decision_id: str) -> Decision | None:
@@ -237,6 +231,14 @@ class SQLiteStore(OnlineStore):
         with _translated_errors(), self._write_transaction() as db:
             return rows.erase(db, customer_id, at=datetime.now(UTC))
 
+    def read_log(self, table: LogTable, after: int, limit: int) -> LogPage:
+        with _translated_errors():
+            return rows.read_log(self._connection(), table, after, limit)
+
+    def erased_digests(self) -> set[str]:
+        with _translated_errors():
+            return rows.erased_digests(self._connection())
+
     def ping(self) -> None:
         # Takes a read lock and reads the schema page: a lost disk or a held lock shows here.
         with _translated_errors():
@@ -258,17 +260,7 @@ class SQLiteStore(OnlineStore):
         process crash loses nothing (WAL); a power loss can lose the last few decisions and
         their exposures, never an event a touchpoint sent (those commits stay FULL)."""
         with _translated_errors(), self._relaxed_sync(), self._write_transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO decisions (decision_id, customer_id, decided_at, body) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT (decision_id) DO NOTHING",
-                (
-                    decision.decision_id,
-                    decision.customer_id,
-                    decision.decided_at.isoformat(),
-                    decision.model_dump_json(),
-                ),
-            )
-            if cursor.rowcount == 0:
+            if not rows.log_decision(db, decision):
                 raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
             if delivered:
                 self._apply_in(db, decision.customer_id, list(delivered))
@@ -290,7 +282,7 @@ class SQLiteStore(OnlineStore):
             events = [e.model_copy(update={"customer_id": survivor}) for e in events]
             bodies = [event.model_dump_json() for event in events]
             customer_id = survivor
-        known = _logged_event_ids(db, customer_id, [event.event_id for event in events])
+        known = rows.logged_event_ids(db, customer_id, [event.event_id for event in events])
         # A repeated id inside the batch is folded once: the fold's own check keys on
         # (occurred_at, id) and would apply a resent event whose time differs.
         fresh: list[int] = []
@@ -323,14 +315,14 @@ class SQLiteStore(OnlineStore):
                 (
                     customer_id,
                     events[p].event_id,
-                    _microseconds(events[p].occurred_at),
+                    rows.microseconds(events[p].occurred_at),
                     statuses[p].value,
                     bodies[p],
                 )
                 for p in logged
             ],
         )
-        _count_population(db, applied)
+        rows.count_population(db, applied)
         return statuses
 
     @contextmanager
@@ -422,32 +414,6 @@ class SQLiteStore(OnlineStore):
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-def _count_population(db: sqlite3.Connection, applied: list[Event]) -> None:
-    population = Counter(
-        dimension for event in applied for dimension in population_dimensions(event)
-    )
-    db.executemany(
-        "INSERT INTO population_counts (dimension, channel, count) VALUES (?, ?, ?) "
-        "ON CONFLICT (dimension, channel) DO UPDATE SET count = count + excluded.count",
-        [(dimension, channel, n) for (dimension, channel), n in population.items()],
-    )
-
-
-def _logged_event_ids(db: sqlite3.Connection, customer_id: str, event_ids: list[str]) -> set[str]:
-    # json_each takes the ids as one parameter, so a batch of any size is one query.
-    rows = db.execute(
-        "SELECT event_id FROM events "
-        "WHERE customer_id = ? AND event_id IN (SELECT value FROM json_each(?))",
-        (customer_id, json.dumps(event_ids)),
-    )
-    return {event_id for (event_id,) in rows}
-
-
-def _microseconds(when: datetime) -> int:
-    """Microseconds since the Unix epoch, exact (no float rounding)."""
-    return (when - _EPOCH) // _ONE_MICROSECOND
 
 
 @contextmanager

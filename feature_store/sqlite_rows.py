@@ -1,27 +1,33 @@
 """Row-level operations of the SQLite store, run on its connection inside its transactions:
-profiles, identity links, merges and erasure.
+profiles, identity links, merges, erasure and reading the logs in order.
 
-Tables of identity and privacy (created by feature_store/sqlite.py with the rest):
+Tables of identity, privacy and log order (created by feature_store/sqlite.py with the rest):
 
 * `identities`: (type, digest) -> customer_id, with the masked form and link time;
 * `aliases`: a customer merged into another -> the survivor;
-* `erasures`: digests of erased customer ids (`engine.identity.customer_digest`).
+* `erasures`: digests of erased customer ids (`engine.identity.customer_digest`);
+* `decision_order`: the decision log's cursor, `seq` (AUTOINCREMENT, never reused) ->
+  decision_id. A table of its own because `decisions` is keyed by decision_id (WITHOUT ROWID);
+  schema version 3 added it and numbers the decisions already logged by time.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
+from engine.channel_preference import population_dimensions
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
 from engine.identity import HashedIdentity, LinkedIdentity, customer_digest
 from engine.merge import merge
 from engine.profile import Profile
-from feature_store.base import CustomerExport, IdentityLink
+from feature_store.base import CustomerExport, IdentityLink, LogPage, LogRecord, LogTable
 from feature_store.errors import CustomerErased
 
 SCHEMA = (
@@ -43,7 +49,113 @@ SCHEMA = (
         customer_digest TEXT PRIMARY KEY,
         erased_at TEXT NOT NULL
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS decision_order (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        decision_id TEXT NOT NULL UNIQUE
+    )""",
+    # Version 3 migration, idempotent: decisions logged before it get a seq in time order.
+    "INSERT OR IGNORE INTO decision_order (decision_id) "
+    "SELECT decision_id FROM decisions ORDER BY decided_at, decision_id",
 )
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+_LOG_PAGES = {
+    "events": "SELECT seq, customer_id, occurred_at_us, body, status FROM events "
+    "WHERE seq > ? ORDER BY seq LIMIT ?",
+    "decisions": "SELECT o.seq, d.customer_id, d.decided_at, d.body, NULL "
+    "FROM decision_order AS o JOIN decisions AS d ON d.decision_id = o.decision_id "
+    "WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
+}
+_LOG_HIGH_WATER = {
+    "events": "SELECT max(seq) FROM events",
+    "decisions": "SELECT max(seq) FROM decision_order",
+}
+
+
+def log_decision(db: sqlite3.Connection, decision: Decision) -> bool:
+    """Within the caller's write transaction: append to the decision log; False if the id
+    is already logged (nothing written)."""
+    inserted = db.execute(
+        "INSERT INTO decisions (decision_id, customer_id, decided_at, body) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (decision_id) DO NOTHING",
+        (
+            decision.decision_id,
+            decision.customer_id,
+            decision.decided_at.isoformat(),
+            decision.model_dump_json(),
+        ),
+    ).rowcount
+    if inserted:
+        db.execute("INSERT INTO decision_order (decision_id) VALUES (?)", (decision.decision_id,))
+    return inserted > 0
+
+
+def read_log(db: sqlite3.Connection, table: LogTable, after: int, limit: int) -> LogPage:
+    """See `OnlineStore.read_log`. One read transaction, so the page and its high water mark
+    come from the same snapshot. Writers commit in `seq` order (one write lock), so a later
+    commit never adds an entry below a `seq` already read.
+
+    Decisions commit without an fsync (`SQLiteStore.record_decision`): a power loss could take
+    back a decision already read, and AUTOINCREMENT would then give its `seq` to a new one,
+    which a reader past that `seq` would never see. So what is committed is made durable first:
+    a checkpoint syncs the write-ahead log (this connection runs with synchronous=FULL).
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    db.execute("BEGIN")
+    try:
+        found = db.execute(_LOG_PAGES[table], (after, limit)).fetchall()
+        (high_water,) = db.execute(_LOG_HIGH_WATER[table]).fetchone()
+    finally:
+        db.execute("COMMIT")
+    records = [
+        LogRecord(
+            seq=seq,
+            customer_id=customer_id,
+            at_us=at if isinstance(at, int) else microseconds(datetime.fromisoformat(at)),
+            body=body,
+            status=status,
+        )
+        for seq, customer_id, at, body, status in found
+    ]
+    return LogPage(
+        records=records,
+        next_after=records[-1].seq if records else after,
+        high_water=high_water or 0,
+    )
+
+
+def erased_digests(db: sqlite3.Connection) -> set[str]:
+    return {str(digest) for (digest,) in db.execute("SELECT customer_digest FROM erasures")}
+
+
+def microseconds(when: datetime) -> int:
+    """Microseconds since the Unix epoch, exact (no float rounding)."""
+    return (when - _EPOCH) // _ONE_MICROSECOND
+
+
+def count_population(db: sqlite3.Connection, applied: list[Event]) -> None:
+    population = Counter(
+        dimension for event in applied for dimension in population_dimensions(event)
+    )
+    db.executemany(
+        "INSERT INTO population_counts (dimension, channel, count) VALUES (?, ?, ?) "
+        "ON CONFLICT (dimension, channel) DO UPDATE SET count = count + excluded.count",
+        [(dimension, channel, n) for (dimension, channel), n in population.items()],
+    )
+
+
+def logged_event_ids(db: sqlite3.Connection, customer_id: str, event_ids: list[str]) -> set[str]:
+    # json_each takes the ids as one parameter, so a batch of any size is one query.
+    rows = db.execute(
+        "SELECT event_id FROM events "
+        "WHERE customer_id = ? AND event_id IN (SELECT value FROM json_each(?))",
+        (customer_id, json.dumps(event_ids)),
+    )
+    return {event_id for (event_id,) in rows}
 
 
 def canonical(db: sqlite3.Connection, customer_id: str) -> str:
@@ -180,6 +292,11 @@ def erase(db: sqlite3.Connection, customer_id: str, *, at: datetime) -> bool:
     """Within the caller's write transaction: see `OnlineStore.erase_customer`."""
     survivor = canonical(db, customer_id)
     everyone = sorted({customer_id, survivor, *merged_ids(db, survivor)})
+    db.execute(
+        "DELETE FROM decision_order WHERE decision_id IN "
+        "(SELECT decision_id FROM decisions WHERE customer_id = ?)",
+        (survivor,),
+    )
     removed = 0
     for table in ("events", "profiles", "decisions", "identities", "aliases"):  # events first
         removed += db.execute(
