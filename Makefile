@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bench learning clean
+.PHONY: demo test lint types pytest bench learning nba clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: $(STAMP)
 ## Learning figures on the synthetic population (README "What it learns").
 learning: $(STAMP)
 	$(BIN)/rapport learning-report --customers 2000 --seed 7
+
+## Next-best-action against random and oracle policies (README "Next-best-action: measured").
+nba: $(STAMP)
+	$(BIN)/rapport simulate-nba --customers 1000 --decisions 10000 --seed 7
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

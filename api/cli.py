@@ -1,4 +1,5 @@
-"""The `rapport` command line: serve the API, run the demo, report what the engine learns."""
+"""The `rapport` command line: serve the API, run the demo, report what the engine learns,
+export the logs to the offline store."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 import uvicorn
@@ -19,6 +20,11 @@ from feature_store.base import OnlineStore
 from feature_store.credentials import DuplicateKeyName, KeyName, Scope, issue_key
 from feature_store.credentials_factory import open_credentials
 from feature_store.factory import open_store
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from training.nba_simulation import NbaSimulationReport
 
 app = typer.Typer(
     help="Rapport: learning-relationship personalisation engine.", no_args_is_help=True
@@ -131,6 +137,117 @@ def learning_report_command(
         table.add_row(measure, value)
     console().print(table)
     typer.echo(report.model_dump_json(indent=2))
+
+
+@app.command("simulate-nba")
+def simulate_nba_command(
+    customers: Annotated[int, typer.Option(help="Synthetic customers.")] = 1000,
+    decisions: Annotated[int, typer.Option(help="Decisions, at touches drawn at random.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the population and of the simulation.")] = 7,
+    strategy: Annotated[
+        Literal["epsilon_greedy", "thompson", "off"], typer.Option(help="Rapport's exploration.")
+    ] = "epsilon_greedy",
+    slate: Annotated[
+        int, typer.Option(min=1, max=20, help="Actions offered per decision, at most.")
+    ] = 3,
+) -> None:
+    """Measure next-best-action against random and oracle policies on the synthetic population."""
+    from training.nba_simulation import NbaSimulation, TooFewTouches
+    from training.synthetic import PopulationSpec
+
+    spec = PopulationSpec(customers=customers, seed=seed, start=datetime(2026, 1, 1, tzinfo=UTC))
+    simulation = NbaSimulation(
+        spec, decisions=decisions, strategy=strategy, slate=slate, config=Settings().engine
+    )
+    try:
+        with console().status("Replaying the synthetic population with four policies..."):
+            report = simulation.run()
+    except TooFewTouches as exc:
+        console().print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    console().print(_nba_table(report))
+    console().print(f"{report.events:,} events replayed in {report.runtime_seconds:.1f} s")
+    typer.echo(report.model_dump_json(indent=2))
+
+
+def _nba_table(report: NbaSimulationReport) -> Table:
+    from rich.table import Table
+
+    policies = [report.rapport, report.random, report.oracle, report.oracle_value]
+    table = Table(
+        title=f"Next-best-action: {report.decisions:,} decisions, {report.customers:,} customers, "
+        f"seed {report.seed}, {report.strategy}, slates of up to {report.slate}"
+    )
+    table.add_column("measure")
+    for name in ("Rapport", "random", "oracle", "oracle (value)"):
+        table.add_column(name, justify="right")
+    for measure, values in [
+        ("decisions that offered an action", [f"{p.decisions_with_actions:,}" for p in policies]),
+        ("  first offer accepted", [f"{p.acceptance_rate:.1%}" for p in policies]),
+        ("offers", [f"{p.offers:,}" for p in policies]),
+        ("  accepted", [f"{p.offers_accepted:,}" for p in policies]),
+        ("value accepted (EUR)", [f"{p.value_accepted_eur:,.0f}" for p in policies]),
+        ("expected value offered (EUR)", [f"{p.expected_value_eur:,.0f}" for p in policies]),
+        ("sales during an open problem", [f"{p.violations.service_first}" for p in policies]),
+        ("contacts without consent", [f"{p.violations.no_consent}" for p in policies]),
+        ("caps or cooldowns broken", [f"{p.violations.caps}" for p in policies]),
+    ]:
+        table.add_row(measure, *values)
+    return table
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option(help="Folder of the offline store.")] = Path("var/offline"),
+    page_size: Annotated[
+        int, typer.Option(min=1, help="Log entries read and written at a time.")
+    ] = 50_000,
+) -> None:
+    """Export the event, decision and outcome logs of the store (RAPPORT_STORE) to Parquet,
+    partitioned by date. Incremental and idempotent; erased customers are left out and removed
+    from what earlier runs wrote."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from feature_store.errors import UnsupportedCapability
+    from feature_store.offline import ExportProgress, OfflineStore
+
+    settings = Settings()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with (
+        closing(open_store(settings.store, settings.engine)) as store,
+        Progress(*columns, TimeElapsedColumn(), console=console()) as bars,
+    ):
+        tasks = {
+            "events": bars.add_task("event log (events, outcomes)", total=None),
+            "decisions": bars.add_task("decision log", total=None),
+        }
+
+        def show(step: ExportProgress) -> None:
+            total = step.high_water - step.start
+            bars.update(tasks[step.log], total=total, completed=step.position - step.start)
+
+        try:
+            report = OfflineStore(out).export(store, page_size=page_size, progress=show)
+        except UnsupportedCapability as exc:
+            console().print(f"[red]{exc}: export needs a store that can read its logs.[/]")
+            raise typer.Exit(1) from None
+    table = Table(
+        title=f"Exported to {out}",
+        caption=f"{report.erasures_applied:,} new erasure records applied",
+    )
+    for name in ("table", "rows written", "files written", "partitions", "rows erased", "cursor"):
+        table.add_column(name, justify="left" if name == "table" else "right")
+    for name, counts in report.tables.items():
+        table.add_row(
+            name,
+            f"{counts.rows_written:,}",
+            f"{counts.files_written:,}",
+            f"{len(counts.partitions):,}",
+            f"{counts.rows_erased:,}",
+            f"{counts.cursor:,}",
+        )
+    console().print(table)
 
 
 @keys.command("create")

@@ -4,8 +4,10 @@
 months of multi-touchpoint events it would produce: requests at ATMs, web, app and branches that
 follow habits with noise, inbound contacts on the customer's preferred channels, complaints that
 open and resolve, feedback scores that drop around complaints, and a few stated preferences.
-All randomness comes from one `numpy` generator seeded by the spec: the same spec gives the same
-events, byte for byte.
+Consent changes and foreign currency orders before trips (see `training.synthetic_affinity`)
+come from a second generator with ids of their own (`syn-<seed>-x<n>`), so they were added
+without changing any of the other events. Both generators are seeded by the spec: the same spec
+gives the same events, byte for byte.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.events import Channel, Event, EventType
+from training.synthetic_affinity import draw_latent_extras
 from training.synthetic_truth import (
     CASH_WITHDRAWAL,
     TOP_UP,
@@ -46,6 +49,7 @@ __all__ = [
     "HabitPeriod",
     "Population",
     "PopulationSpec",
+    "cyclic_gc_paused",
     "generate_population",
     "iter_customer_histories",
 ]
@@ -69,6 +73,13 @@ CALL_CENTER_AGENTS = 120
 HOME_TOUCHPOINT_SHARE = 0.85
 #: How long after a complaint is resolved it still weighs on feedback scores.
 COMPLAINT_AFTERMATH = timedelta(days=14)
+FOREIGN_CURRENCY_ORDER = "foreign_currency_order"
+FOREIGN_CURRENCIES: tuple[str, ...] = ("USD", "GBP", "CHF", "JPY")
+CURRENCY_ORDER_AMOUNTS: tuple[int, ...] = (200, 300, 500, 1000)
+#: Foreign currency is ordered between 2 and 10 days before departure.
+CURRENCY_ORDER_DAYS_BEFORE = (2, 11)
+#: Stream of the latent generator, apart from the main one (the seed itself).
+_LATENT_STREAM = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +110,7 @@ def generate_population(spec: PopulationSpec) -> Population:
     """Generate the population of `spec`: the same spec always gives the same population."""
     truth: dict[str, CustomerTruth] = {}
     events: list[Event] = []
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         for history in iter_customer_histories(spec):
             truth[history.truth.customer_id] = history.truth
             events.extend(history.events)
@@ -112,7 +123,7 @@ def _time_order(event: Event) -> tuple[datetime, str]:
 
 
 @contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+def cyclic_gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector (reference counting still frees memory).
 
     Generation builds about a million long-lived objects and hardly any garbage cycles; the
@@ -171,11 +182,14 @@ class _PopulationSimulator:
     def __init__(self, spec: PopulationSpec) -> None:
         self._spec = spec
         self._rng = np.random.Generator(np.random.PCG64(spec.seed))
+        self._latent_rng = np.random.Generator(np.random.PCG64([spec.seed, _LATENT_STREAM]))
         self._calendar = Calendar(spec.start, spec.days)
         self._next_event_number = 0
+        self._next_latent_number = 0
 
     def history(self, customer_id: str) -> CustomerHistory:
         truth = draw_customer_truth(self._rng, self._spec, self._calendar, customer_id)
+        truth = draw_latent_extras(self._latent_rng, self._spec, self._calendar, truth)
         home = self._draw_home_touchpoints()
         touches = [*self._requests(truth, home), *self._contacts(truth, home)]
         events = [
@@ -183,6 +197,8 @@ class _PopulationSimulator:
             *self._complaints(truth, home),
             *self._statement(truth, home),
             *self._feedback(truth, touches),
+            *self._consents(truth, home),
+            *self._currency_orders(truth, home),
         ]
         # In time order: folding them in another order could find some "too late" to fold.
         events.sort(key=_time_order)
@@ -205,6 +221,28 @@ class _PopulationSimulator:
     ) -> Event:
         event_id = f"syn-{self._spec.seed}-{self._next_event_number}"
         self._next_event_number += 1
+        return Event(
+            event_id=event_id,
+            customer_id=truth.customer_id,
+            touchpoint=touchpoint,
+            channel=channel,
+            type=event_type,
+            occurred_at=at,
+            attributes=attributes,
+        )
+
+    def _latent_event(
+        self,
+        truth: CustomerTruth,
+        channel: Channel,
+        touchpoint: str,
+        event_type: EventType,
+        at: datetime,
+        attributes: dict[str, Any],
+    ) -> Event:
+        """An event drawn from the latent generator, numbered apart from the others."""
+        event_id = f"syn-{self._spec.seed}-x{self._next_latent_number}"
+        self._next_latent_number += 1
         return Event(
             event_id=event_id,
             customer_id=truth.customer_id,
@@ -339,3 +377,48 @@ class _PopulationSimulator:
         if truth.complaint_weighs_at(at, COMPLAINT_AFTERMATH):
             mean -= self._spec.complaint_feedback_penalty
         return int(np.clip(round(float(self._rng.normal(mean, 1.0))), 0, 10))
+
+    def _consents(self, truth: CustomerTruth, home: _HomeTouchpoints) -> list[Event]:
+        """Consent changes, made in the app's or the website's settings."""
+        events = []
+        for change in truth.consents:
+            channel = self._digital_channel()
+            attributes = {
+                "purpose": change.purpose.value,
+                "status": change.status.value,
+                "channel": change.channel.value if change.channel else None,
+            }
+            touchpoint = home.pick(self._latent_rng, channel)
+            events.append(
+                self._latent_event(
+                    truth, channel, touchpoint, EventType.CONSENT_CHANGED, change.at, attributes
+                )
+            )
+        return events
+
+    def _currency_orders(self, truth: CustomerTruth, home: _HomeTouchpoints) -> list[Event]:
+        """Before some trips, foreign currency ordered online: the only sign of travelling."""
+        rng, events = self._latent_rng, []
+        for departure in truth.trips:
+            if rng.random() >= self._spec.currency_order_share:
+                continue
+            day = self._calendar.day_of(departure) - int(rng.integers(*CURRENCY_ORDER_DAYS_BEFORE))
+            if day < 0:
+                continue
+            channel = self._digital_channel()
+            at = self._calendar.moment_on_day(rng, channel, day)
+            if at < self._calendar.start:
+                continue
+            attributes = {
+                "request": FOREIGN_CURRENCY_ORDER,
+                "amount": CURRENCY_ORDER_AMOUNTS[int(rng.integers(len(CURRENCY_ORDER_AMOUNTS)))],
+                "currency": FOREIGN_CURRENCIES[int(rng.integers(len(FOREIGN_CURRENCIES)))],
+            }
+            touchpoint = home.pick(rng, channel)
+            events.append(
+                self._latent_event(truth, channel, touchpoint, EventType.REQUEST, at, attributes)
+            )
+        return events
+
+    def _digital_channel(self) -> Channel:
+        return Channel.MOBILE_APP if self._latent_rng.random() < 0.5 else Channel.WEB

@@ -2,8 +2,11 @@
 
 `PopulationSpec` sets the population's rates; `draw_customer_truth` draws one customer's hidden
 preferences from it (preferred contact channel, channels per request kind, habits that may
-change once in the period, complaint cases). The event stream in `training.synthetic` is
-generated from this truth, so evaluation can compare what the engine learned with what is true.
+change once in the period, complaint cases). `training.synthetic_affinity` adds what the
+engine can only partly see (value tier, channel style, travel, products held), the consents the
+customer gives and takes back, and how likely they are to accept each catalogue action. The event
+stream in `training.synthetic` is generated from this truth, so evaluation can compare what the
+engine learned, and what it offered, with what is true.
 Times are UTC and fall at plausible hours for the channel (hours only: weekdays are not modelled).
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +28,7 @@ from pydantic import (
 )
 
 from engine.events import CONTACT_CHANNELS, Channel, OptionValue
+from engine.preferences import ConsentStatus, Purpose
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 PerMonth = Annotated[float, Field(ge=0.0)]
@@ -138,6 +142,34 @@ class PopulationSpec(BaseModel):
     complaint_feedback_penalty: float = Field(
         4.0, ge=0, le=10, description="Points off the usual score around a complaint."
     )
+    marketing_consent_share: Probability = Field(
+        0.35, description="Customers who grant marketing consent on every channel."
+    )
+    channel_marketing_consent_share: Probability = Field(
+        0.15, description="Customers who grant marketing consent on one or two channels only."
+    )
+    marketing_revocation_share: Probability = Field(
+        0.1, description="Of the customers who granted marketing, those who revoke it later."
+    )
+    profiling_revocation_share: Probability = Field(
+        0.04, description="Customers who revoke profiling (the engine then forgets them)."
+    )
+    profiling_regrant_share: Probability = Field(
+        0.3, description="Of those, the share who grant profiling again later."
+    )
+    traveller_share: tuple[Probability, Probability, Probability] = Field(
+        (0.15, 0.3, 0.45), description="Share of travellers in the mass, affluent, premium tiers."
+    )
+    trips_per_year: float = Field(3.0, ge=0, description="Mean trips abroad of a traveller.")
+    currency_order_share: Probability = Field(
+        0.6, description="Trips before which the traveller orders foreign currency."
+    )
+    affinity_noise: float = Field(
+        0.7, ge=0, le=3, description="Sigma (logit) of a customer's own taste for each action."
+    )
+    responsiveness_spread: float = Field(
+        0.5, ge=0, le=3, description="Sigma (logit) of how open a customer is to any offer."
+    )
 
     @model_validator(mode="after")
     def _mass_range_is_ordered(self) -> PopulationSpec:
@@ -182,6 +214,35 @@ class ComplaintCase(BaseModel):
     resolved_at: AwareDatetime | None = None
 
 
+class LatentTraits(BaseModel):
+    """What drives a customer's answers to offers; the engine sees each only through events."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value_tier: Literal["mass", "affluent", "premium"] = Field(
+        "mass", description="Wealth; the engine guesses it from withdrawal amounts."
+    )
+    digital: Probability = Field(0.0, description="Expected share of touches on web and app.")
+    assisted: Probability = Field(
+        0.0, description="Expected share of touches in branches and with the call centre."
+    )
+    traveller: bool = Field(
+        False, description="Travels abroad; seen only through foreign currency orders."
+    )
+    responsiveness: float = Field(0.0, description="Openness to any offer, on the logit scale.")
+
+
+class ConsentChange(BaseModel):
+    """A consent the customer gives or takes back (no channel: every channel)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: AwareDatetime
+    purpose: Purpose
+    channel: Channel | None = None
+    status: ConsentStatus
+
+
 class CustomerTruth(BaseModel):
     """The latent truth about one customer, which the engine should learn from the events."""
 
@@ -205,6 +266,14 @@ class CustomerTruth(BaseModel):
     stated_at: AwareDatetime | None = None
     complaints: list[ComplaintCase] = Field(default_factory=list)
     satisfaction: float = Field(ge=0, le=10, description="Usual feedback score, 0 to 10.")
+    traits: LatentTraits = Field(default_factory=LatentTraits)
+    products: tuple[str, ...] = Field((), description="Products held, as core systems list them.")
+    trips: list[AwareDatetime] = Field(default_factory=list, description="Departures abroad.")
+    consents: list[ConsentChange] = Field(default_factory=list, description="In time order.")
+    action_affinity: dict[str, Probability] = Field(
+        default_factory=dict,
+        description="Probability of accepting each catalogue action when it is offered.",
+    )
 
     @field_validator("preferred_contact_channel", "stated_contact_channel")
     @classmethod

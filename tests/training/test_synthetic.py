@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -294,3 +295,89 @@ def test_spec_refuses_naive_times_and_unknown_rates() -> None:
         )
     with pytest.raises(ValidationError):
         PopulationSpec(customers=1, start=START, seed=1, preferred_contact_mass=(0.9, 0.6))
+
+
+# ---- what next-best-action needs: consents, travel, products, affinities ----
+
+
+def test_latent_extras_leave_the_other_events_unchanged() -> None:
+    """They come from a generator of their own: changing their rates changes nothing else."""
+    base = PopulationSpec(customers=60, start=START, days=90, seed=3)
+    other = base.model_copy(
+        update={"marketing_consent_share": 0.9, "traveller_share": (0.9, 0.9, 0.9)}
+    )
+    first, second = generate_population(base), generate_population(other)
+
+    def main_events(population: Population) -> list[Event]:
+        latent = f"syn-{population.spec.seed}-x"
+        return [event for event in population.events if not event.event_id.startswith(latent)]
+
+    assert main_events(first) == main_events(second)
+    assert len(second.events) > len(first.events)
+
+
+def test_consents_appear_as_events(
+    population: Population, by_customer: dict[str, list[Event]]
+) -> None:
+    truths = population.truth.values()
+    marketing = [t for t in truths if any(c.purpose.value == "marketing" for c in t.consents)]
+    assert 0.4 <= len(marketing) / len(population.truth) <= 0.6
+    revoking = [t for t in truths if any(c.purpose.value == "profiling" for c in t.consents)]
+    assert 0 < len(revoking) / len(population.truth) <= 0.1
+    for truth in truths:
+        stated = [
+            (e.occurred_at, e.attributes)
+            for e in by_customer[truth.customer_id]
+            if e.type is EventType.CONSENT_CHANGED
+        ]
+        assert stated == [
+            (
+                change.at,
+                {
+                    "purpose": change.purpose.value,
+                    "status": change.status.value,
+                    "channel": change.channel.value if change.channel else None,
+                },
+            )
+            for change in truth.consents
+        ]
+
+
+def test_currency_orders_come_only_before_trips(
+    population: Population, by_customer: dict[str, list[Event]]
+) -> None:
+    ordering = 0
+    for truth in population.truth.values():
+        orders = [
+            e
+            for e in by_customer[truth.customer_id]
+            if e.attributes.get("request") == "foreign_currency_order"
+        ]
+        assert truth.traits.traveller or not orders
+        for order in orders:
+            assert order.attributes["currency"] != "EUR"
+            assert any(
+                timedelta(days=1) < trip - order.occurred_at < timedelta(days=12)
+                for trip in truth.trips
+            )
+        ordering += bool(orders)
+    travellers = sum(truth.traits.traveller for truth in population.truth.values())
+    assert 0 < ordering < travellers  # travel is only partly visible
+
+
+def test_affinities_follow_the_latent_traits(population: Population) -> None:
+    def mean_affinity(action_id: str, keep: Callable[[CustomerTruth], bool]) -> float:
+        values = [t.action_affinity[action_id] for t in population.truth.values() if keep(t)]
+        return sum(values) / len(values)
+
+    def in_tier(tier: str) -> Callable[[CustomerTruth], bool]:
+        return lambda truth: truth.traits.value_tier == tier
+
+    savings = [mean_affinity("savings_plan", in_tier(t)) for t in ("mass", "affluent", "premium")]
+    assert savings == sorted(savings)
+    travellers = mean_affinity("travel_insurance", lambda t: t.traits.traveller)
+    others = mean_affinity("travel_insurance", lambda t: not t.traits.traveller)
+    assert travellers > 3 * others
+    for truth in population.truth.values():
+        assert all(0 < p < 1 for p in truth.action_affinity.values())
+        assert "current_account" in truth.products
