@@ -107,14 +107,19 @@ def decision_rng(decision_id: str) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def ranked(candidates: Sequence[Scored]) -> list[Scored]:
+    """Problems first, then by priority (ties by id): the order greedy picks follow."""
+    return sorted(candidates, key=lambda c: (not c.first, -c.priority, c.action_id))
+
+
 def select(
     candidates: Sequence[Scored], exploration: Exploration, rng: np.random.Generator
 ) -> list[Pick]:
     """Pick up to `max_actions` of `candidates`, slot by slot, with the probability of each."""
-    remaining = sorted(candidates, key=lambda c: (not c.first, -c.priority, c.action_id))
+    remaining = ranked(candidates)
     picks: list[Pick] = []
     while remaining and len(picks) < exploration.max_actions:
-        index, probability = _pick_one(remaining, exploration, rng)
+        index, probability = pick_one(remaining, exploration, rng)
         picks.append(
             Pick(action_id=remaining[index].action_id, rank=len(picks) + 1, probability=probability)
         )
@@ -122,9 +127,10 @@ def select(
     return picks
 
 
-def _pick_one(
+def pick_one(
     remaining: list[Scored], exploration: Exploration, rng: np.random.Generator
 ) -> tuple[int, float]:
+    """The index of the next pick among `remaining` (in `ranked` order), and its probability."""
     if exploration.strategy == "off" or len(remaining) == 1:
         return 0, 1.0
     if exploration.strategy == "epsilon_greedy":

@@ -47,6 +47,8 @@ class ChannelPrior(BaseModel):
     def from_counts(cls, counts: Mapping[str, Mapping[str, float]]) -> ChannelPrior:
         shares = {}
         for dimension, by_channel in counts.items():
+            if not _is_channel_dimension(dimension):
+                continue  # action and touchpoint statistics: counts only
             total = sum(by_channel.values())
             if total > 0:
                 shares[dimension] = {ch: n / total for ch, n in sorted(by_channel.items())}
@@ -62,6 +64,10 @@ class ChannelPrior(BaseModel):
         if total <= 0:
             return {ch: 1.0 / len(candidates) for ch in candidates}
         return {ch: share / total for ch, share in mass.items()}
+
+
+def _is_channel_dimension(dimension: str) -> bool:
+    return dimension == CONTACT_DIMENSION or dimension.startswith("request:")
 
 
 def population_dimensions(event: Event) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ Next-best-action arbitration fills `Decision.actions` (a later stage); the shape
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from engine.arbitration import AcceptanceRates
@@ -194,10 +195,13 @@ def outcome_event(
     )
 
 
-def exposure_events(decision: Decision, purposes: dict[str, str]) -> list[Event]:
+def exposure_events(
+    decision: Decision, purposes: dict[str, str], limited: Collection[str] | None = None
+) -> list[Event]:
     """The returned actions as delivered: they count toward caps and cooldowns from now on.
 
-    `purposes` maps action ids to their consent purpose (from the catalogue).
+    `purposes` maps action ids to their consent purpose (from the catalogue); `limited` names
+    the actions some cap, cooldown or marketing frequency cap counts (None: all of them).
     """
     return [
         Event(
@@ -213,6 +217,7 @@ def exposure_events(decision: Decision, purposes: dict[str, str]) -> list[Event]
                 "delivery_channel": action.channel,
                 "purpose": purposes[action.id],
                 "segment": decision.segment,
+                "limited": limited is None or action.id in limited,
             },
         )
         for action in decision.actions

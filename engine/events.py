@@ -144,6 +144,9 @@ class ExposureAttributes(_Attributes):
     delivery_channel: Channel
     purpose: Purpose
     segment: str | None = Field(None, max_length=32, description="For acceptance statistics.")
+    limited: bool = Field(
+        True, description="Counts toward caps or cooldowns: kept in the profile's deliveries."
+    )
 
 
 class FeedbackAttributes(_Attributes):

@@ -12,6 +12,7 @@ data (engine/fold.py), so such a customer is `mass` with no needs segments.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -111,12 +112,15 @@ def withdrawals_eur(profile: Profile) -> list[float]:
 
 
 def value_segment(profile: Profile) -> ValueSegment:
-    """premium from an average recent withdrawal of 300 EUR, affluent from 150, else mass."""
+    """premium from a median recent withdrawal of 300 EUR, affluent from 150, else mass.
+
+    The median, so that a few large branch withdrawals do not make a customer premium.
+    """
     amounts = withdrawals_eur(profile)
-    average = sum(amounts) / len(amounts) if amounts else 0.0
-    if average >= PREMIUM_WITHDRAWAL_EUR:
+    typical = statistics.median(amounts) if amounts else 0.0
+    if typical >= PREMIUM_WITHDRAWAL_EUR:
         return ValueSegment.PREMIUM
-    return ValueSegment.AFFLUENT if average >= AFFLUENT_WITHDRAWAL_EUR else ValueSegment.MASS
+    return ValueSegment.AFFLUENT if typical >= AFFLUENT_WITHDRAWAL_EUR else ValueSegment.MASS
 
 
 def needs_segments(profile: Profile, at: datetime, config: EngineConfig) -> frozenset[str]:

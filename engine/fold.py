@@ -137,10 +137,11 @@ def apply_in_place(
     if status is not FoldStatus.APPLIED:
         return status
     profile.event_count += 1
-    if profile.first_seen is None or event.occurred_at < profile.first_seen:
-        profile.first_seen = event.occurred_at
-    if profile.last_seen is None or event.occurred_at > profile.last_seen:
-        profile.last_seen = event.occurred_at
+    if event.type is not EventType.ACTION_EXPOSED:  # an offer sent is not the customer's doing
+        if profile.first_seen is None or event.occurred_at < profile.first_seen:
+            profile.first_seen = event.occurred_at
+        if profile.last_seen is None or event.occurred_at > profile.last_seen:
+            profile.last_seen = event.occurred_at
     _APPLIERS[event.type](profile, event, config)
     return FoldStatus.APPLIED
 
@@ -265,6 +266,8 @@ def _apply_incident_opened(profile: Profile, event: Event, config: EngineConfig)
 def _apply_exposure(profile: Profile, event: Event, config: EngineConfig) -> None:
     attributes = event.typed
     assert isinstance(attributes, ExposureAttributes)
+    if not attributes.limited:
+        return  # no cap or cooldown counts it: it would only push out deliveries that do
     profile.exposures.append(
         Exposure(
             event_id=event.event_id,

@@ -10,15 +10,24 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.arbitration import AcceptanceRates, Exploration, Scored, decision_rng, select
+from engine.arbitration import (
+    AcceptanceRates,
+    Exploration,
+    Scored,
+    decision_rng,
+    pick_one,
+    ranked,
+)
 from engine.catalogue import Action, Catalogue
 from engine.channel_preference import ChannelEstimate
 from engine.config import EngineConfig
 from engine.decision import CandidateTrace, ChosenAction, DecisionRequest, Reasons
+from engine.events import Channel
 from engine.explain import action_reasons
 from engine.facts import facts_for, open_problems, value_segment
-from engine.policy import Admission, ContactPolicy, admit
-from engine.profile import Profile
+from engine.policy import Admission, ContactPolicy, admit, cap_refusal
+from engine.preferences import Purpose
+from engine.profile import Exposure, Profile
 
 
 class DecisionPolicy(BaseModel):
@@ -33,6 +42,15 @@ class DecisionPolicy(BaseModel):
     @property
     def version(self) -> str:
         return f"{self.catalogue.version}/{self.contact.version}/{self.exploration.strategy}"
+
+    @property
+    def limited(self) -> set[str]:
+        """Actions whose deliveries some cap, cooldown or marketing frequency cap counts."""
+        return {
+            action.id
+            for action in self.catalogue.actions
+            if action.caps or action.cooldown_days or action.purpose is Purpose.MARKETING
+        }
 
     @property
     def purposes(self) -> dict[str, str]:
@@ -89,20 +107,10 @@ def next_best_actions(
                     beta=beta,
                 )
             )
-    picks = select(scored, policy.exploration, decision_rng(decision_id))
+    chosen = _fill_slate(
+        scored, admissions, profile, request, contact, problems, policy, decision_id, at
+    )
     by_id = {s.action_id: s for s in scored}
-    chosen = [
-        _chosen(
-            admissions[p.action_id],
-            by_id[p.action_id],
-            p.rank,
-            p.probability,
-            request,
-            contact,
-            problems,
-        )
-        for p in picks
-    ]
     returned = {a.id for a in chosen}
     traces = [
         _trace(action, admission, by_id.get(action.id), returned)
@@ -111,16 +119,79 @@ def next_best_actions(
     return ActionPlan(actions=chosen, candidates=traces, segment=segment, open_problems=problems)
 
 
+def _fill_slate(
+    scored: list[Scored],
+    admissions: dict[str, tuple[Action, Admission]],
+    profile: Profile | None,
+    request: DecisionRequest,
+    contact: ChannelEstimate | None,
+    problems: list[str],
+    policy: DecisionPolicy,
+    decision_id: str,
+    at: datetime,
+) -> list[ChosenAction]:
+    """Pick slot by slot. Actions picked in this decision count toward the caps of the next
+    ones, so a slate never breaks a cap that each of its actions keeps alone."""
+    rng = decision_rng(decision_id)
+    delivered = list(profile.exposures) if profile else []
+    remaining = ranked(scored)
+    chosen: list[ChosenAction] = []
+    while len(chosen) < policy.exploration.max_actions:
+        remaining = [
+            c for c in remaining if _open_channels(admissions[c.action_id], delivered, at, policy)
+        ]
+        if not remaining:
+            break
+        index, probability = pick_one(remaining, policy.exploration, rng)
+        score = remaining.pop(index)
+        action, admission = admissions[score.action_id]
+        channels = _open_channels((action, admission), delivered, at, policy)
+        pick = _chosen(
+            action,
+            channels,
+            score,
+            len(chosen) + 1,
+            probability,
+            request,
+            contact,
+            problems,
+            admission,
+        )
+        chosen.append(pick)
+        delivered.append(
+            Exposure(
+                event_id=f"slate:{decision_id}:{pick.rank}",
+                at=at,
+                action_id=action.id,
+                channel=pick.channel,
+                purpose=action.purpose.value,
+            )
+        )
+    return chosen
+
+
+def _open_channels(
+    entry: tuple[Action, Admission], delivered: list[Exposure], at: datetime, policy: DecisionPolicy
+) -> list[str]:
+    action, admission = entry
+    return [
+        channel
+        for channel in admission.channels
+        if cap_refusal(action, Channel(channel), delivered, at, policy.contact) is None
+    ]
+
+
 def _chosen(
-    entry: tuple[Action, Admission],
+    action: Action,
+    channels: list[str],
     score: Scored,
     rank: int,
     probability: float,
     request: DecisionRequest,
     contact: ChannelEstimate | None,
     problems: list[str],
+    admission: Admission,
 ) -> ChosenAction:
-    action, admission = entry
     addressed = sorted(set(problems) & {p.value for p in action.addresses})
     return ChosenAction(
         id=action.id,
@@ -128,7 +199,7 @@ def _chosen(
         rank=rank,
         score=score.priority,
         propensity=probability,
-        channel=delivery_channel(admission.channels, request.channel.value, contact),
+        channel=delivery_channel(channels, request.channel.value, contact),
         title=Reasons(en=action.title.en, it=action.title.it),
         message=Reasons(en=action.message.en, it=action.message.it),
         reasons=action_reasons(addressed, score.propensity),

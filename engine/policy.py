@@ -15,7 +15,7 @@ channels it may be delivered by. The rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -176,6 +176,18 @@ def _channel_refusal(
     quiet = start <= hour or hour < end if start > end else start <= hour < end
     if outbound and quiet:
         return ChannelRefusal.QUIET_HOURS
+    return cap_refusal(action, channel, exposures, at, policy)
+
+
+def cap_refusal(
+    action: Action,
+    channel: Channel,
+    exposures: Sequence[Exposure],
+    at: datetime,
+    policy: ContactPolicy,
+) -> ChannelRefusal | None:
+    """The cap that delivering `action` on `channel` now would break, given `exposures`
+    (earlier deliveries, and the actions already picked in this decision)."""
     for cap in action.caps:
         since = at - timedelta(days=cap.days)
         if sum(1 for x in exposures if x.action_id == action.id and x.at > since) >= cap.count:

@@ -72,7 +72,11 @@ def decide_for(
         policy=policy,
     )
     # Returned actions count toward caps and cooldowns from now on.
-    delivered = exposure_events(decision, policy.purposes) if policy and decision.actions else []
+    delivered = (
+        exposure_events(decision, policy.purposes, policy.limited)
+        if policy and decision.actions
+        else []
+    )
     try:
         store.record_decision(decision, delivered)
     except StoreUnavailable:

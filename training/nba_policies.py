@@ -205,7 +205,7 @@ class Replay:
             deliveries.append(Delivery.of(offered, action, decision.decided_at))
             self.tally.offers[offered.kind] += 1
             self.tally.expected_value += moment.truth.action_affinity[action.id] * action.value
-        for event in exposure_events(decision, self._purposes):
+        for event in exposure_events(decision, self._purposes, self.policy.limited):
             self.fold(event)
 
     def _answer(self, decision: Decision, moment: Moment) -> None:

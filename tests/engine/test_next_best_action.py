@@ -276,3 +276,50 @@ def test_no_decision_breaks_consent_caps_or_service_before_sales(
                 and (channel is None or d[1] == channel)
             ]
             assert len(in_week) <= limit, f"marketing cap on {channel or 'all channels'}"
+
+
+def test_a_slate_never_breaks_a_cap_its_actions_keep_alone() -> None:
+    # Three marketing emails are each allowed (no email delivered yet); together they would
+    # break the cap of two marketing emails a week, so the third is not picked.
+    from engine.catalogue import load_catalogue_text
+
+    offers = "\n".join(
+        f"""  - id: offer_{n}
+    kind: sales
+    purpose: marketing
+    channels: [email]
+    value: {100 - n}
+    title: {{en: Offer {n}, it: Offerta {n}}}
+    message: {{en: An offer for you., it: Un'offerta per te.}}"""
+        for n in range(3)
+    )
+    catalogue = load_catalogue_text(f"version: caps-test\nactions:\n{offers}\n")
+    policy = DecisionPolicy(catalogue=catalogue, exploration=Exploration(strategy="off"))
+    profile = fold(None, [withdrawal(T0), consent("marketing")])
+    decision = ask(profile, channel="web", at=NOON + timedelta(days=1), policy=policy)
+    assert [a.id for a in decision.actions] == ["offer_0", "offer_1"]
+    assert {a.channel for a in decision.actions} == {"email"}
+    [third] = [c for c in decision.candidates if c.action_id == "offer_2"]
+    assert third.status == "outranked"
+
+
+def test_uncapped_deliveries_do_not_push_capped_ones_out_of_the_profile() -> None:
+    def delivered(n: int, action: str, *, limited: bool) -> Event:
+        return event(
+            "action_exposed",
+            at=T0 + timedelta(hours=n),
+            event_id=f"x{n}",
+            channel="atm",
+            decision_id=f"d{n}",
+            action_id=action,
+            delivery_channel="atm",
+            purpose="service",
+            limited=limited,
+        )
+
+    capped = delivered(0, "contact_preferences_review", limited=True)
+    atm_defaults = [delivered(n, "usual_withdrawal", limited=False) for n in range(1, 200)]
+    profile = fold(None, [capped, *atm_defaults])
+    assert [x.action_id for x in profile.exposures] == ["contact_preferences_review"]
+    assert profile.event_count == 200
+    assert profile.last_seen is None  # offers delivered are not the customer's activity

@@ -88,11 +88,6 @@ def test_full_slates_put_service_first_and_contact_only_with_consent(
     assert full_slates.violations.no_consent == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: frequency caps are checked against earlier deliveries only, not against "
-    "the slate's other actions (seed 11: three marketing emails in one decision, cap 2 a week)",
-)
 def test_full_slates_keep_the_caps(full_slates: PolicyResult) -> None:
     assert full_slates.violations.caps == 0
 
