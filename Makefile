@@ -31,7 +31,7 @@ pytest: $(STAMP)
 
 ## Decision latency benchmark (open loop) against a bare FastAPI baseline.
 bench: $(STAMP)
-	$(BIN)/python -m bench.decisions_latency
+	$(BIN)/python -m bench.decisions_latency --rate 50 --duration 20
 
 ## Learning figures on the synthetic population (README "What it learns").
 learning: $(STAMP)
