@@ -205,18 +205,25 @@ def _apply_request(profile: Profile, event: Event, config: EngineConfig) -> None
     _count(by_kind, channel, when, half_life)
     _evict_stalest(profile.request_channels, config.max_request_kinds, _latest_count)
 
-    record = RequestRecord(
+    record = request_record(event)
+    recent = profile.habits.setdefault(habit_key(attributes.request, channel), [])
+    recent.append(record)
+    _keep_latest(recent, config.habit_window, lambda r: (r.at, r.event_id))
+    _evict_stalest(profile.habits, config.max_habit_keys, lambda records: records[-1].at)
+
+
+def request_record(event: Event) -> RequestRecord:
+    """A request event reduced to what a habit is made of."""
+    attributes = event.typed
+    assert isinstance(attributes, RequestAttributes)
+    return RequestRecord(
         event_id=event.event_id,
-        at=when,
+        at=event.occurred_at,
         amount=attributes.amount,
         currency=attributes.currency,
         receipt=attributes.receipt,
         options=dict(attributes.options),
     )
-    recent = profile.habits.setdefault(habit_key(attributes.request, channel), [])
-    recent.append(record)
-    _keep_latest(recent, config.habit_window, lambda r: (r.at, r.event_id))
-    _evict_stalest(profile.habits, config.max_habit_keys, lambda records: records[-1].at)
 
 
 def _apply_contact(profile: Profile, event: Event, config: EngineConfig) -> None:

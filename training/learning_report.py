@@ -20,9 +20,9 @@ from engine.channel_preference import (
 )
 from engine.config import EngineConfig
 from engine.events import CONTACT_CHANNELS, Event, EventType, RequestAttributes
-from engine.fold import apply_in_place, new_profile
+from engine.fold import apply_in_place, new_profile, request_record
 from engine.habits import usual_requests
-from engine.profile import Profile, RequestRecord
+from engine.profile import Profile
 from training.synthetic import CustomerHistory, PopulationSpec, iter_customer_histories
 
 MIN_INTERACTIONS = 5
@@ -125,14 +125,7 @@ def _score_request(
 ) -> None:
     attributes = event.typed
     assert isinstance(attributes, RequestAttributes)
-    made = RequestRecord(
-        event_id=event.event_id,
-        at=event.occurred_at,
-        amount=attributes.amount,
-        currency=attributes.currency,
-        receipt=attributes.receipt,
-        options=dict(attributes.options),
-    ).values()
+    made = request_record(event).values()
     if not made:
         return  # nothing a touchpoint could pre-fill
     tally.counts["requests"] += 1
