@@ -2,8 +2,10 @@
 
     .venv/bin/python -m bench.decisions_latency [--rate 200] [--duration 20] [--warmup 3]
         [--customers 2000] [--seed 7] [--out var/bench/decisions_latency.json] [--pin]
+        [--store sqlite|redis]
 
-Set-up: a synthetic population is loaded into a fresh SQLite store in a temporary folder; then
+Set-up: a synthetic population is loaded into a fresh SQLite store in a temporary folder (or,
+with `--store redis`, into a redis-server started here on a free loopback port); then
 Rapport (`uvicorn api.app:create_app --factory` on that store) and the bare endpoint of
 `bench.baseline_app` are started as separate processes, one uvicorn worker each, on free
 loopback ports. Each server in turn (the baseline first) gets the same open-loop load, the same
@@ -107,6 +109,7 @@ class Plan:
     customers: int
     seed: int
     pin: bool
+    store: str = "sqlite"
 
 
 def main(
@@ -119,9 +122,14 @@ def main(
         "var/bench/decisions_latency.json"
     ),
     pin: Annotated[bool, typer.Option(help="Generator on one CPU, servers on the rest.")] = False,
+    store: Annotated[
+        str, typer.Option(help="sqlite (a temp file) or redis (a redis-server started here).")
+    ] = "sqlite",
 ) -> None:
     """Measure p50/p99 latency of POST /v1/decisions beside a bare FastAPI endpoint."""
-    plan = Plan(rate, duration, warmup, customers, seed, pin)
+    if store not in ("sqlite", "redis"):
+        raise typer.BadParameter("--store must be sqlite or redis")
+    plan = Plan(rate, duration, warmup, customers, seed, pin, store)
     measurements, events = run_benchmark(plan)
     report = {
         "benchmark": "decisions_latency",
@@ -147,7 +155,11 @@ def run_benchmark(plan: Plan) -> tuple[list[Measurement], int]:
     Returns the measurements and how many events were loaded.
     """
     with tempfile.TemporaryDirectory(prefix="rapport-bench-") as folder, ExitStack() as servers:
-        store_url = f"sqlite:///{Path(folder) / 'bench.db'}"
+        store_url = (
+            servers.enter_context(redis_server(folder))
+            if plan.store == "redis"
+            else f"sqlite:///{Path(folder) / 'bench.db'}"
+        )
         print(f"Loading {plan.customers:,} synthetic customers into {store_url}", flush=True)
         customer_ids, events = load_population(store_url, customers=plan.customers, seed=plan.seed)
         count = round(plan.rate * (plan.warmup_s + plan.duration_s))
@@ -202,6 +214,31 @@ def decision_bodies(customer_ids: list[str], *, count: int) -> list[bytes]:
         }
         bodies.append(json.dumps(request).encode())
     return bodies
+
+
+@contextmanager
+def redis_server(folder: str) -> Iterator[str]:
+    """A throw-away `redis-server` on a free loopback port; yields its store URL."""
+    port = _free_port()
+    command = ["redis-server", "--port", str(port), "--bind", HOST, "--dir", folder]
+    command += ["--save", "", "--appendonly", "no", "--logfile", "redis.log"]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((HOST, port), timeout=0.2) as connection:
+                    connection.sendall(b"PING\r\n")
+                    if connection.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield f"redis://{HOST}:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(STOP_SECONDS)
 
 
 @contextmanager
