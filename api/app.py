@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.auth import KeyAuthenticator, install_auth_error_handlers
 from api.errors import install_error_handlers
-from api.logs import access_log, configure_logging
+from api.logs import AccessLog, configure_logging
 from api.routes import (
     customers,
     decisions,
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.middleware("http")(access_log)
+    app.add_middleware(AccessLog)
     if settings.cors_origins:
         # Added last, so outermost: preflights are answered before any key is asked for, and
         # error answers carry the CORS headers too. Keys travel in a header, not in cookies.

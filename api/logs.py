@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("rapport.access")
 
@@ -33,26 +32,38 @@ def configure_logging(level: str) -> None:
     root.propagate = False
 
 
-def route_template(request: Request) -> str:
-    """'/v1/customers/{customer_id}' rather than the path, which may hold an identifier."""
-    route = request.scope.get("route")  # set by the router once it matched
-    return str(getattr(route, "path", "unmatched"))
+class AccessLog:
+    """Pure ASGI middleware (cheaper than Starlette's `BaseHTTPMiddleware`): one JSON line per
+    request with method, route template, status and duration."""
 
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-async def access_log(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    logger.info(
-        "request",
-        extra={
-            "fields": {
-                "method": request.method,
-                "route": route_template(request),
-                "status": response.status_code,
-                "duration_ms": round(1000 * (time.perf_counter() - started), 2),
-            }
-        },
-    )
-    return response
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            route = scope.get("route")  # set by the router once it matched
+            logger.info(
+                "request",
+                extra={
+                    "fields": {
+                        "method": scope["method"],
+                        "route": str(getattr(route, "path", "unmatched")),
+                        "status": status,
+                        "duration_ms": round(1000 * (time.perf_counter() - started), 2),
+                    }
+                },
+            )
