@@ -7,6 +7,7 @@ ranked actions and a trace of every candidate (returned, outranked, or dropped a
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict
 
@@ -43,16 +44,16 @@ class DecisionPolicy(BaseModel):
     def version(self) -> str:
         return f"{self.catalogue.version}/{self.contact.version}/{self.exploration.strategy}"
 
-    @property
-    def limited(self) -> set[str]:
+    @cached_property  # the catalogue is fixed for the policy's life: computed once
+    def limited(self) -> frozenset[str]:
         """Actions whose deliveries some cap, cooldown or marketing frequency cap counts."""
-        return {
+        return frozenset(
             action.id
             for action in self.catalogue.actions
             if action.caps or action.cooldown_days or action.purpose is Purpose.MARKETING
-        }
+        )
 
-    @property
+    @cached_property
     def purposes(self) -> dict[str, str]:
         """The consent purpose of each catalogue action, by id."""
         return {action.id: action.purpose.value for action in self.catalogue.actions}
