@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bench learning nba clean
+.PHONY: demo test redis lint types pytest bench learning nba clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rapport demo --host 127.0.0.1 --port 8000
 
-## Lint, type-check and run the whole test suite.
-test: $(STAMP) lint types pytest
+## Lint, type-check and run the whole test suite (installs redis-server if missing).
+test: $(STAMP) redis lint types pytest
+
+redis:
+	bash .ci/ensure-redis
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
