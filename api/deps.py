@@ -12,27 +12,30 @@ from engine.next_best_action import DecisionPolicy
 from feature_store.base import OnlineStore
 
 
-def get_store(request: Request) -> OnlineStore:
+async def get_store(request: Request) -> OnlineStore:
     store: OnlineStore = request.app.state.store
     return store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_now() -> datetime:
-    """The server's clock: the only place the serving path reads it."""
+async def get_now() -> datetime:
+    """The server's clock: the only place the serving path reads it.
+
+    The dependencies here are `async`: FastAPI would run sync ones in the thread pool, a
+    thread hop each per request."""
     return datetime.now(UTC)
 
 
-def get_identity_secret(request: Request) -> bytes:
+async def get_identity_secret(request: Request) -> bytes:
     settings: Settings = request.app.state.settings
     return settings.identity_secret.get_secret_value().encode()
 
 
-def get_decision_policy(request: Request) -> DecisionPolicy:
+async def get_decision_policy(request: Request) -> DecisionPolicy:
     policy: DecisionPolicy = request.app.state.decision_policy
     return policy
 

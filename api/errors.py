@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from engine.errors import InvalidPreference, UnknownOutcomeTarget
 from feature_store.errors import CustomerErased, StoreUnavailable
@@ -39,13 +38,6 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = field_errors(list(exc.errors()))
-        return JSONResponse(
-            status_code=422, content=error_body("invalid_request", "invalid request", errors)
-        )
-
-    @app.exception_handler(ValidationError)
-    async def invalid_value(request: Request, exc: ValidationError) -> JSONResponse:
-        errors = field_errors(list(exc.errors()), prefix=("body",))
         return JSONResponse(
             status_code=422, content=error_body("invalid_request", "invalid request", errors)
         )

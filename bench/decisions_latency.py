@@ -238,7 +238,11 @@ def redis_server(folder: str) -> Iterator[str]:
         yield f"redis://{HOST}:{port}/0"
     finally:
         process.terminate()
-        process.wait(STOP_SECONDS)
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager

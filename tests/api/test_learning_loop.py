@@ -220,3 +220,18 @@ def test_health_and_readiness(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["status"] == "ok"
     assert client.get("/openapi.json").json()["info"]["title"] == "Rapport"
+
+
+def test_a_stored_profile_that_no_longer_parses_is_not_blamed_on_the_request(
+    client: httpx.Client, settings: Any
+) -> None:
+    import sqlite3
+
+    client.post("/v1/events", json={"events": six_weeks_of_withdrawals()})
+    path = settings.store.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE profiles SET body = '{\"seen\": [[1, \"x\"]]}' WHERE customer_id = 'cust-42'"
+        )
+    response = client.get("/v1/customers/cust-42")
+    assert response.status_code == 500  # our data, not the caller's input: never a 422
