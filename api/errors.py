@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -50,28 +51,6 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
             content=error_body("store_unavailable", "the store is unavailable; retry later"),
         )
 
-    @app.exception_handler(UnknownCustomer)
-    async def unknown_customer(request: Request, exc: UnknownCustomer) -> JSONResponse:
-        return JSONResponse(
-            status_code=404,
-            content=error_body(
-                "unknown_customer",
-                "no such customer",
-                [{"field": "customer_id", "reason": "not found"}],
-            ),
-        )
-
-    @app.exception_handler(UnknownDecision)
-    async def unknown_decision(request: Request, exc: UnknownDecision) -> JSONResponse:
-        return JSONResponse(
-            status_code=404,
-            content=error_body(
-                "unknown_decision",
-                "no such decision",
-                [{"field": "decision_id", "reason": "not found"}],
-            ),
-        )
-
     @app.exception_handler(InvalidPreference)
     async def invalid_preference(request: Request, exc: InvalidPreference) -> JSONResponse:
         field = {"field": f"body.preferences.{exc.key}", "reason": exc.reason}
@@ -79,24 +58,33 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
             status_code=422, content=error_body("invalid_preference", str(exc), [field])
         )
 
-    @app.exception_handler(CustomerErased)
-    async def customer_erased(request: Request, exc: CustomerErased) -> JSONResponse:
+    for error_type, (status, code, message, field, reason) in FIXED_ANSWERS.items():
+        app.add_exception_handler(error_type, _fixed_answer(status, code, message, field, reason))
+
+
+#: Domain errors with a fixed answer: status, code, message (None: the error's own), and the
+#: field and reason named in `errors`.
+FIXED_ANSWERS: dict[type[Exception], tuple[int, str, str | None, str, str]] = {
+    UnknownCustomer: (404, "unknown_customer", "no such customer", "customer_id", "not found"),
+    UnknownDecision: (404, "unknown_decision", "no such decision", "decision_id", "not found"),
+    CustomerErased: (
+        410,
+        "customer_erased",
+        "the customer was erased: nothing is stored for them",
+        "customer_id",
+        "erased",
+    ),
+    UnknownOutcomeTarget: (422, "unknown_item", None, "id", "not returned by this decision"),
+}
+
+
+def _fixed_answer(
+    status: int, code: str, message: str | None, field: str, reason: str
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        errors = [{"field": field, "reason": reason}]
         return JSONResponse(
-            status_code=410,
-            content=error_body(
-                "customer_erased",
-                "the customer was erased: nothing is stored for them",
-                [{"field": "customer_id", "reason": "erased"}],
-            ),
+            status_code=status, content=error_body(code, message or str(exc), errors)
         )
 
-    @app.exception_handler(UnknownOutcomeTarget)
-    async def unknown_target(request: Request, exc: UnknownOutcomeTarget) -> JSONResponse:
-        return JSONResponse(
-            status_code=422,
-            content=error_body(
-                "unknown_item",
-                str(exc),
-                [{"field": "id", "reason": "not returned by this decision"}],
-            ),
-        )
+    return answer

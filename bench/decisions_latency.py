@@ -51,6 +51,7 @@ from bench.loadgen import (
     run_open_loop,
     summarise,
 )
+from bench.redis_memory import redis_server
 from engine.config import EngineConfig
 from feature_store.credentials import Scope
 from feature_store.factory import open_store
@@ -156,7 +157,7 @@ def run_benchmark(plan: Plan) -> tuple[list[Measurement], int]:
     """
     with tempfile.TemporaryDirectory(prefix="rapport-bench-") as folder, ExitStack() as servers:
         store_url = (
-            servers.enter_context(redis_server(folder))
+            f"redis://{HOST}:{servers.enter_context(redis_server(Path(folder)))}/0"
             if plan.store == "redis"
             else f"sqlite:///{Path(folder) / 'bench.db'}"
         )
@@ -214,35 +215,6 @@ def decision_bodies(customer_ids: list[str], *, count: int) -> list[bytes]:
         }
         bodies.append(json.dumps(request).encode())
     return bodies
-
-
-@contextmanager
-def redis_server(folder: str) -> Iterator[str]:
-    """A throw-away `redis-server` on a free loopback port; yields its store URL."""
-    port = _free_port()
-    command = ["redis-server", "--port", str(port), "--bind", HOST, "--dir", folder]
-    command += ["--save", "", "--appendonly", "no", "--logfile", "redis.log"]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection((HOST, port), timeout=0.2) as connection:
-                    connection.sendall(b"PING\r\n")
-                    if connection.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        yield f"redis://{HOST}:{port}/0"
-    finally:
-        process.terminate()
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextmanager

@@ -218,33 +218,19 @@ class _PopulationSimulator:
         event_type: EventType,
         at: datetime,
         attributes: dict[str, Any],
+        *,
+        latent: bool = False,
     ) -> Event:
-        event_id = f"syn-{self._spec.seed}-{self._next_event_number}"
-        self._next_event_number += 1
+        """An event with the next id; events of the latent generator are numbered apart, so
+        adding them leaves the ids of every other event unchanged."""
+        if latent:
+            number = f"x{self._next_latent_number}"
+            self._next_latent_number += 1
+        else:
+            number = str(self._next_event_number)
+            self._next_event_number += 1
         return Event(
-            event_id=event_id,
-            customer_id=truth.customer_id,
-            touchpoint=touchpoint,
-            channel=channel,
-            type=event_type,
-            occurred_at=at,
-            attributes=attributes,
-        )
-
-    def _latent_event(
-        self,
-        truth: CustomerTruth,
-        channel: Channel,
-        touchpoint: str,
-        event_type: EventType,
-        at: datetime,
-        attributes: dict[str, Any],
-    ) -> Event:
-        """An event drawn from the latent generator, numbered apart from the others."""
-        event_id = f"syn-{self._spec.seed}-x{self._next_latent_number}"
-        self._next_latent_number += 1
-        return Event(
-            event_id=event_id,
+            event_id=f"syn-{self._spec.seed}-{number}",
             customer_id=truth.customer_id,
             touchpoint=touchpoint,
             channel=channel,
@@ -390,8 +376,14 @@ class _PopulationSimulator:
             }
             touchpoint = home.pick(self._latent_rng, channel)
             events.append(
-                self._latent_event(
-                    truth, channel, touchpoint, EventType.CONSENT_CHANGED, change.at, attributes
+                self._event(
+                    truth,
+                    channel,
+                    touchpoint,
+                    EventType.CONSENT_CHANGED,
+                    change.at,
+                    attributes,
+                    latent=True,
                 )
             )
         return events
@@ -416,7 +408,9 @@ class _PopulationSimulator:
             }
             touchpoint = home.pick(rng, channel)
             events.append(
-                self._latent_event(truth, channel, touchpoint, EventType.REQUEST, at, attributes)
+                self._event(
+                    truth, channel, touchpoint, EventType.REQUEST, at, attributes, latent=True
+                )
             )
         return events
 
