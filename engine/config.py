@@ -56,4 +56,11 @@ class EngineConfig(BaseModel):
     )
     action_declines_kept: int = Field(8, ge=1, description="Declines kept per action.")
     max_actions_tracked: int = Field(40, ge=1, description="Actions with feedback kept.")
+    min_default_acceptance: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="With a trained default-acceptance model: the least probability of "
+        "acceptance at which a habit is offered as a default.",
+    )
     signatures_per_habit: int = Field(6, ge=1, description="Default outcomes kept per habit key.")

@@ -24,6 +24,7 @@ from engine.explain import (
 from engine.habits import UsualRequest, usual_requests
 from engine.next_best_action import DecisionPolicy, next_best_actions
 from engine.profile import Profile
+from engine.scoring import OnlineRates, Scorer
 
 #: Version of the decision logic, logged with every decision.
 POLICY_VERSION = "defaults-v1"
@@ -41,10 +42,15 @@ def decide(
     decision_id: str,
     at: datetime,
     policy: DecisionPolicy | None = None,
-    rates: AcceptanceRates | None = None,
+    scorer: Scorer | None = None,
 ) -> Decision:
     """Answer a touchpoint: the defaults to pre-fill here, the channel to contact by and,
-    with a `policy`, the next-best-actions (acceptance `rates` from the population)."""
+    with a `policy`, the next-best-actions.
+
+    `scorer` estimates acceptance: a served model, or by default the online smoothed rates of
+    the population counters. A scorer that estimates defaults' acceptance also decides which
+    habits are offered: only those at or above `config.min_default_acceptance`."""
+    scorer = scorer or OnlineRates(AcceptanceRates.from_population(prior.counts))
     requested = request.context.get("request")
     habits = (
         usual_requests(
@@ -56,6 +62,14 @@ def decide(
         if profile
         else []
     )
+    if habits:
+        acceptance = scorer.default_acceptance(habits, request=request)
+        if acceptance is not None:
+            habits = [
+                habit
+                for habit, p in zip(habits, acceptance, strict=True)
+                if p >= config.min_default_acceptance
+            ]
     contact = contact_channel(profile, prior, at=at, config=config)
     decision = Decision(
         decision_id=decision_id,
@@ -67,6 +81,7 @@ def decide(
         defaults=[personalised_default(habit, profile) for habit in habits if profile],
         channel=contact_choice(contact),
         policy_version=policy.version if policy else POLICY_VERSION,
+        model_version=scorer.model_version,
         context=request.context,
     )
     if policy is None:
@@ -75,7 +90,7 @@ def decide(
         profile,
         request,
         policy=policy,
-        rates=rates or AcceptanceRates.from_population(prior.counts),
+        scorer=scorer,
         contact=contact,
         decision_id=decision_id,
         at=at,

@@ -1,6 +1,6 @@
 """Next-best-action: the catalogue's actions through the contact policy and arbitration.
 
-Pure: the catalogue, policy, acceptance rates, time and decision id are all given. Returns the
+Pure: the catalogue, policy, acceptance scorer, time and decision id are all given. Returns the
 ranked actions and a trace of every candidate (returned, outranked, or dropped and why).
 """
 
@@ -12,7 +12,6 @@ from functools import cached_property
 from pydantic import BaseModel, ConfigDict
 
 from engine.arbitration import (
-    AcceptanceRates,
     Exploration,
     Scored,
     decision_rng,
@@ -29,6 +28,7 @@ from engine.facts import facts_for, open_problems, value_segment
 from engine.policy import Admission, ContactPolicy, admit, cap_refusal
 from engine.preferences import Purpose
 from engine.profile import Exposure, Profile
+from engine.scoring import Scorer
 
 
 class DecisionPolicy(BaseModel):
@@ -71,7 +71,7 @@ def next_best_actions(
     request: DecisionRequest,
     *,
     policy: DecisionPolicy,
-    rates: AcceptanceRates,
+    scorer: Scorer,
     contact: ChannelEstimate | None,
     decision_id: str,
     at: datetime,
@@ -81,33 +81,41 @@ def next_best_actions(
     problems = sorted(p.value for p in open_problems(profile, at, config)) if profile else []
     segment = value_segment(profile).value if profile else "mass"
     admissions: dict[str, tuple[Action, Admission]] = {}
-    scored: list[Scored] = []
     for action in policy.catalogue.actions:
-        admission = admit(
+        admissions[action.id] = (
             action,
-            profile=profile,
-            open_problems=problems,
-            eligible=action.is_eligible(facts),
-            touchpoint_channel=request.channel.value,
-            hour=at.hour,
-            at=at,
-            policy=policy.contact,
-            config=config,
+            admit(
+                action,
+                profile=profile,
+                open_problems=problems,
+                eligible=action.is_eligible(facts),
+                touchpoint_channel=request.channel.value,
+                hour=at.hour,
+                at=at,
+                policy=policy.contact,
+                config=config,
+            ),
         )
-        admissions[action.id] = (action, admission)
-        if admission.dropped is None:
-            alpha, beta = rates.posterior(action.id, segment)
-            scored.append(
-                Scored(
-                    action_id=action.id,
-                    propensity=alpha / (alpha + beta),
-                    value=action.value,
-                    weight=action.weight,
-                    first=bool(set(problems) & {p.value for p in action.addresses}),
-                    alpha=alpha,
-                    beta=beta,
-                )
-            )
+    allowed = [action for action, admission in admissions.values() if admission.dropped is None]
+    posteriors = (
+        scorer.action_posteriors(
+            [action.id for action in allowed], facts=facts, segment=segment, request=request
+        )
+        if allowed
+        else []
+    )
+    scored = [
+        Scored(
+            action_id=action.id,
+            propensity=alpha / (alpha + beta),
+            value=action.value,
+            weight=action.weight,
+            first=bool(set(problems) & {p.value for p in action.addresses}),
+            alpha=alpha,
+            beta=beta,
+        )
+        for action, (alpha, beta) in zip(allowed, posteriors, strict=True)
+    ]
     chosen = _fill_slate(
         scored, admissions, profile, request, contact, problems, policy, decision_id, at
     )

@@ -18,6 +18,7 @@ from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.identity import HashedIdentity, Identity
 from engine.next_best_action import DecisionPolicy
 from engine.preferences import validate_preference
+from engine.scoring import Scorer
 from engine.touchpoints import TouchpointStats, touchpoint_report
 from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
 from feature_store.errors import CustomerErased, StoreError, StoreUnavailable
@@ -46,8 +47,10 @@ def decide_for(
     at: datetime,
     identity: HashedIdentity | None = None,
     policy: DecisionPolicy | None = None,
+    scorer: Scorer | None = None,
 ) -> Decision:
     """Decide and log. If the store is unreachable, answer safely with `degraded=True`.
+    `scorer` is the served model; None for the online smoothed rates.
 
     With `identity`, the customer is the one it is linked to (a decision never creates one:
     an unknown identifier decides for an anonymous customer). A degraded decision is not in
@@ -70,6 +73,7 @@ def decide_for(
         decision_id=decision_id,
         at=at,
         policy=policy,
+        scorer=scorer,
     )
     # Returned actions count toward caps and cooldowns from now on.
     delivered = (

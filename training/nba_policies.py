@@ -34,6 +34,7 @@ from engine.events import Event, OutcomeKind, RequestAttributes
 from engine.fold import FoldStatus, apply_in_place, new_profile
 from engine.next_best_action import DecisionPolicy, delivery_channel
 from engine.profile import Profile
+from engine.scoring import OnlineRates
 from engine.touchpoints import TOUCHPOINT_DIMENSION
 from training.nba_checks import Delivery, Violations, check_offer
 from training.synthetic import CustomerTruth
@@ -132,7 +133,7 @@ class Replay:
             decision_id=f"sim-{moment.number:06d}",
             at=moment.touch.occurred_at,
             policy=self.policy,
-            rates=rates,
+            scorer=OnlineRates(rates),
         )
         decision = self.choose(decision, profile, prior, moment)
         if decision.actions:
