@@ -150,6 +150,10 @@ def simulate_nba_command(
     slate: Annotated[
         int, typer.Option(min=1, max=20, help="Actions offered per decision, at most.")
     ] = 3,
+    objective: Annotated[
+        Literal["expected_value", "acceptance"],
+        typer.Option(help="What Rapport maximises: propensity x value x weight, or x weight."),
+    ] = "expected_value",
 ) -> None:
     """Measure next-best-action against random and oracle policies on the synthetic population."""
     from training.nba_simulation import NbaSimulation, TooFewTouches
@@ -157,7 +161,12 @@ def simulate_nba_command(
 
     spec = PopulationSpec(customers=customers, seed=seed, start=datetime(2026, 1, 1, tzinfo=UTC))
     simulation = NbaSimulation(
-        spec, decisions=decisions, strategy=strategy, slate=slate, config=Settings().engine
+        spec,
+        decisions=decisions,
+        strategy=strategy,
+        slate=slate,
+        objective=objective,
+        config=Settings().engine,
     )
     try:
         with console().status("Replaying the synthetic population with four policies..."):

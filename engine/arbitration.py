@@ -1,9 +1,18 @@
 """Arbitration: rank the actions the policy allows and pick a slate, logging the probability of
 each pick so that outcomes can be judged and new policies evaluated off-policy.
 
-priority = propensity x value x weight, where propensity is the smoothed acceptance rate of
-the action in the customer's segment (learned online from outcomes until a trained model
-replaces it). Actions that address an open problem come first, whatever their priority.
+The objective says what a decision maximises:
+
+* `expected_value` (the default): priority = propensity x value x weight, the expected business
+  value of the offer, with the weight as the business's lever;
+* `acceptance`: priority = propensity x weight, the offer the customer is most likely to accept
+  (value left out; the lever still applies). Acceptance-led touchpoints (service screens, the
+  app's home) and relationship-first programmes choose it.
+
+The propensity is the acceptance probability from the decision's `engine.scoring.Scorer`: the
+smoothed acceptance rate of the action in the customer's segment, learned online from outcomes,
+until a trained model replaces it. Actions that address an open problem come first, whatever
+their priority.
 
 Exploration, seeded per decision, picks the slate one slot at a time among allowed actions:
 
@@ -22,6 +31,8 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+Objective = Literal["expected_value", "acceptance"]
 
 #: Population counter dimension of an action's exposures and acceptances in a segment.
 ACTION_DIMENSION = "action:{action_id}:{segment}"
@@ -89,10 +100,16 @@ class Scored(BaseModel):
     first: bool = Field(description="Addresses an open problem: ranked before the others.")
     alpha: float = 1.0
     beta: float = 1.0
+    objective: Objective = "expected_value"
+
+    @property
+    def lever(self) -> float:
+        """What the propensity is multiplied by: value x weight, or the weight alone."""
+        return self.value * self.weight if self.objective == "expected_value" else self.weight
 
     @property
     def priority(self) -> float:
-        return self.propensity * self.value * self.weight
+        return self.propensity * self.lever
 
 
 class Pick(BaseModel):
@@ -145,7 +162,7 @@ def pick_one(
 def _thompson_winner(remaining: list[Scored], rng: np.random.Generator) -> int:
     alphas = np.array([c.alpha for c in remaining])
     betas = np.array([c.beta for c in remaining])
-    sampled = rng.beta(alphas, betas) * np.array([c.value * c.weight for c in remaining])
+    sampled = rng.beta(alphas, betas) * np.array([c.lever for c in remaining])
     tier = np.array([0.0 if c.first else 1.0 for c in remaining])
     # Problems first: a first-tier action always beats a second-tier one.
     return int(np.lexsort((-sampled, tier))[0])

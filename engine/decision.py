@@ -65,7 +65,10 @@ class ChosenAction(BaseModel):
     id: str = Field(description="The catalogue action's id; outcomes name it.")
     kind: str
     rank: int
-    score: float = Field(description="Priority: propensity x value x weight.")
+    score: float = Field(
+        description="Priority: propensity x value x weight (objective expected_value) or "
+        "propensity x weight (objective acceptance)."
+    )
     propensity: float = Field(description="Probability this action was picked at this rank.")
     channel: str = Field(description="The channel to deliver it by.")
     title: Reasons
@@ -85,8 +88,17 @@ class CandidateTrace(BaseModel):
     channels: list[str] = Field(default_factory=list)
     reason_codes: list[str] = Field(default_factory=list)
     factors: dict[str, float] = Field(
-        default_factory=dict, description="propensity, value, weight and priority."
+        default_factory=dict, description="propensity, value, weight, lever and priority."
     )
+
+
+class ExperimentExposure(BaseModel):
+    """The experiment variant whose policy made a decision: logged with it, joined to outcomes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    experiment_id: str
+    variant: str
 
 
 class Decision(BaseModel):
@@ -110,6 +122,9 @@ class Decision(BaseModel):
     policy_version: str
     model_version: str | None = None
     context: dict[str, Any] = Field(default_factory=dict)
+    experiments: list[ExperimentExposure] = Field(
+        default_factory=list, description="The experiment variants this decision applied."
+    )
 
     def default(self, item_id: str) -> Default | None:
         return next((d for d in self.defaults if d.id == item_id), None)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.arbitration import (
     Exploration,
+    Objective,
     Scored,
     decision_rng,
     pick_one,
@@ -39,10 +40,12 @@ class DecisionPolicy(BaseModel):
     catalogue: Catalogue
     contact: ContactPolicy = ContactPolicy()
     exploration: Exploration = Exploration()
+    objective: Objective = "expected_value"
 
     @property
     def version(self) -> str:
-        return f"{self.catalogue.version}/{self.contact.version}/{self.exploration.strategy}"
+        version = f"{self.catalogue.version}/{self.contact.version}/{self.exploration.strategy}"
+        return version if self.objective == "expected_value" else f"{version}/{self.objective}"
 
     @cached_property  # the catalogue is fixed for the policy's life: computed once
     def limited(self) -> frozenset[str]:
@@ -113,6 +116,7 @@ def next_best_actions(
             first=bool(set(problems) & {p.value for p in action.addresses}),
             alpha=alpha,
             beta=beta,
+            objective=policy.objective,
         )
         for action, (alpha, beta) in zip(allowed, posteriors, strict=True)
     ]
@@ -243,6 +247,7 @@ def _trace(
             "propensity": score.propensity,
             "value": score.value,
             "weight": score.weight,
+            "lever": score.lever,
             "priority": score.priority,
         }
         if score

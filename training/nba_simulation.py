@@ -7,8 +7,9 @@ asks for a decision just before the touch is folded. Four policies (`training.nb
 answer the same moments, each in a world of its own, since what they offered changes caps,
 cooldowns and suppression: Rapport's real `decide` with acceptance rates learned online from the
 simulated outcomes, a uniformly random pick among the actions the policy allows, and two
-oracles that know the latent affinities (the most likely accepted action; Rapport's objective
-with the true affinities).
+oracles that know the latent affinities (the most likely accepted action; Rapport's
+expected-value ranking with the true affinities). Rapport ranks by its objective: expected value
+(judge it against the value oracle) or acceptance (judge it against the acceptance oracle).
 
 Each decision offers a slate of up to `slate` actions (3 by default, the engine's default
 `max_actions`; 1 to judge the ranking alone), and the customer accepts or declines each: one
@@ -25,7 +26,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from engine.arbitration import Exploration
+from engine.arbitration import Exploration, Objective
 from engine.catalogue import RETAIL_BANK_CATALOGUE, load_catalogue
 from engine.config import EngineConfig
 from engine.events import EventType
@@ -64,6 +65,7 @@ class NbaSimulationReport(BaseModel):
     decisions: int
     seed: int
     strategy: Strategy
+    objective: Objective = Field(description="What Rapport's ranking maximises.")
     slate: int = Field(description="Actions offered per decision, at most.")
     rapport: PolicyResult
     random: PolicyResult
@@ -84,9 +86,11 @@ class NbaSimulation:
         decisions: int = 10_000,
         strategy: Strategy = "epsilon_greedy",
         slate: int = SLATE,
+        objective: Objective = "expected_value",
         config: EngineConfig | None = None,
     ) -> None:
         self.spec, self.decisions, self.strategy = spec, decisions, strategy
+        self.objective: Objective = objective
         self.slate = Exploration(max_actions=slate).max_actions  # validated
         self.config = config or EngineConfig()
         self._rng = np.random.Generator(np.random.PCG64([spec.seed, _SIMULATION_STREAM]))
@@ -103,6 +107,7 @@ class NbaSimulation:
             decisions=len(moments),
             seed=self.spec.seed,
             strategy=self.strategy,
+            objective=self.objective,
             slate=self.slate,
             rapport=rapport,
             random=random,
@@ -127,7 +132,9 @@ class NbaSimulation:
     def _policy(self, strategy: Strategy) -> DecisionPolicy:
         exploration = Exploration(strategy=strategy, max_actions=self.slate)
         catalogue = load_catalogue(RETAIL_BANK_CATALOGUE)
-        return DecisionPolicy(catalogue=catalogue, exploration=exploration)
+        return DecisionPolicy(
+            catalogue=catalogue, exploration=exploration, objective=self.objective
+        )
 
     def _population(self) -> tuple[Population, dict[int, Moment]]:
         """The population and its decision moments, drawn once for every policy."""

@@ -91,7 +91,8 @@ def test_with_consent_sales_come_with_scores_channels_and_reasons() -> None:
     assert first.reasons.it
     assert [a.rank for a in decision.actions] == list(range(1, len(decision.actions) + 1))
     scored = [c for c in decision.candidates if c.status != "dropped"]
-    assert all(set(c.factors) == {"propensity", "value", "weight", "priority"} for c in scored)
+    factors = {"propensity", "value", "weight", "lever", "priority"}
+    assert all(set(c.factors) == factors for c in scored)
     assert decision.catalogue_version == CATALOGUE.version
 
 
@@ -202,6 +203,33 @@ def test_acceptance_rates_are_smoothed_by_segment() -> None:
     assert 0.25 < rates.rate("savings_plan", "premium") < 0.3
     assert 0 < rates.rate("savings_plan", "mass") < rates.rate("savings_plan", "premium")
     assert rates.rate("never_shown", "mass") == 0.05
+
+
+def test_the_objective_decides_between_a_likely_and_a_valuable_offer() -> None:
+    likely = Scored(action_id="likely", propensity=0.6, value=5, weight=1, first=False)
+    valuable = Scored(action_id="valuable", propensity=0.1, value=180, weight=1, first=False)
+    off = Exploration(strategy="off")
+    by_value = select([likely, valuable], off, np.random.default_rng(0))
+    assert [p.action_id for p in by_value] == ["valuable", "likely"]
+    accepting = [c.model_copy(update={"objective": "acceptance"}) for c in (likely, valuable)]
+    by_acceptance = select(accepting, off, np.random.default_rng(0))
+    assert [p.action_id for p in by_acceptance] == ["likely", "valuable"]
+    assert accepting[0].priority == 0.6  # propensity x weight: the value is left out
+
+
+def test_the_policy_objective_reaches_the_trace_and_the_version() -> None:
+    policy = DecisionPolicy(
+        catalogue=CATALOGUE, exploration=Exploration(strategy="off"), objective="acceptance"
+    )
+    decision = ask(marketing_customer(), policy=policy)
+    scored = [c for c in decision.candidates if c.status != "dropped"]
+    assert scored
+    assert all(c.factors["lever"] == c.factors["weight"] for c in scored)
+    assert all(
+        c.factors["priority"] == c.factors["propensity"] * c.factors["weight"] for c in scored
+    )
+    assert decision.policy_version.endswith("/acceptance")
+    assert ask(marketing_customer()).policy_version != decision.policy_version
 
 
 # ---- the policy's promises hold under any interleaving ----
