@@ -19,12 +19,28 @@ key                      type     holds
 `rp:{<customer>}:o?`     (as ?)   a merged customer's p, e, d, i, x, m until the survivor has
                                   taken them over (`op`, `oe`, `od`, `oi`, `ox`, `om`)
 `rp:{<customer>}:l`      string   a lease held while linking or erasing the customer
+`rp:{<customer>}:le`     list     the customer's entries in its shard's event log: their seqs
+`rp:{<customer>}:ld`     hash     the customer's decisions in its shard's decision log:
+                                  decision id -> seq (also what makes logging them idempotent)
 `rp:id:{<type>:<hex>}`   hash     one identifier: `c` customer, `m` masked form, `t` linked at
 `rp:erased:<h>`          hash     erased customers: digest of the id -> erased at (ISO 8601);
                                   16 shards, `<h>` the digest's first hex digit
 `rp:dec:<decision>`      string   one logged decision (JSON, maybe compressed), with a TTL
 `rp:pop`                 hash     population channel counters, `<dimension>|<channel>` -> count
+`rp:log:{<s>}:e`         stream   log shard `<s>`: the event-log entries of its customers, with
+                                  IDs `<seq>-0` (fields `c` customer, `s` status, `b` entry)
+`rp:log:{<s>}:d`         stream   the same for decisions (`c` customer, `t` decided at in
+                                  Unix microseconds, `b` the decision as stored at `rp:dec:`)
+`rp:log:{<s>}:n`         hash     the last seq given in each of the shard's logs (`e`, `d`)
+`rp:order:{<log>}:b`     zset     the order of the whole log `events` or `decisions`: blocks
+                                  `<shard>:<from>:<to>` scored by the seq of their first entry
+`rp:order:{<log>}:c`     hash     how far each shard is ordered (shard -> seq), `n` the last seq
 =======================  =======  ============================================================
+
+Log shards (`feature_store.redis_log`): on a cluster, one per hash slot, and `<s>` is a tag
+that hashes to that slot (`slot_tag`), so a customer's commit appends to its slot's shard in the
+same script; on one server a single shard, `<s>` = `0`. The tags are stored data: the way
+they are chosen never changes.
 
 Customer ids are `engine.events.Identifier`s, which cannot contain braces, so the whole id is
 the hash tag. Suffixes are one or two letters because every byte of a key is paid for per
@@ -34,8 +50,12 @@ and, in the erasure records, no customer id reaches Redis.
 
 from __future__ import annotations
 
+import binascii
 import re
+from functools import cache
 from typing import NamedTuple
+
+from feature_store.base import LogTable
 
 DEFAULT_PREFIX = "rp"
 
@@ -44,6 +64,9 @@ PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 
 #: Separates a population dimension from a channel in a counter field: neither contains it.
 POPULATION_FIELD_SEPARATOR = "|"
+
+#: Redis Cluster's hash slots.
+CLUSTER_SLOTS = 16_384
 
 
 class CustomerKeys(NamedTuple):
@@ -57,6 +80,8 @@ class CustomerKeys(NamedTuple):
     merged: str
     pending: str
     alias: str
+    event_log: str
+    decision_log: str
     lock: str
 
     @property
@@ -83,17 +108,39 @@ class OutgoingKeys(NamedTuple):
     merged: str
 
 
-class KeyLayout:
-    """Builds the keys of one namespace, e.g. `KeyLayout("rp").customer("cust-42").profile`."""
+class LogShardKeys(NamedTuple):
+    """One shard of the logs: its event and decision streams and their seq counters."""
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+    events: str
+    decisions: str
+    counters: str
+
+    def stream(self, log: LogTable) -> str:
+        return self.events if log == "events" else self.decisions
+
+
+class LogOrderKeys(NamedTuple):
+    """The order of one whole log over its shards (one slot of its own)."""
+
+    blocks: str
+    cursors: str
+
+
+class KeyLayout:
+    """Builds the keys of one namespace, e.g. `KeyLayout("rp").customer("cust-42").profile`.
+
+    `cluster`: whether the keys are for Redis Cluster, where the logs have one shard per slot.
+    """
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, *, cluster: bool = False) -> None:
         if not PREFIX_PATTERN.match(prefix):
             raise ValueError(f"a key prefix matches {PREFIX_PATTERN.pattern}, got {prefix!r}")
         self.prefix = prefix
+        self.log_shards = CLUSTER_SLOTS if cluster else 1
 
     def customer(self, customer_id: str) -> CustomerKeys:
         tagged = f"{self.prefix}:{{{customer_id}}}"
-        return CustomerKeys(*(f"{tagged}:{suffix}" for suffix in "pedixmgal"))
+        return CustomerKeys(*(f"{tagged}:{suffix}" for suffix in _CUSTOMER_SUFFIXES))
 
     def outgoing(self, customer_id: str) -> OutgoingKeys:
         tagged = f"{self.prefix}:{{{customer_id}}}"
@@ -102,6 +149,22 @@ class KeyLayout:
     def every_customer_key(self, customer_id: str) -> list[str]:
         """Every key the customer may have, but its lease (which its holder releases)."""
         return [*self.customer(customer_id)[:-1], *self.outgoing(customer_id)]
+
+    def log_shard_of(self, customer_id: str) -> int:
+        """The log shard of the customer: its cluster slot, or 0 on one server."""
+        return cluster_slot(customer_id) if self.log_shards > 1 else 0
+
+    def log_shard(self, shard: int) -> LogShardKeys:
+        tag = slot_tag(shard) if self.log_shards > 1 else "0"
+        tagged = f"{self.prefix}:log:{{{tag}}}"
+        return LogShardKeys(f"{tagged}:e", f"{tagged}:d", f"{tagged}:n")
+
+    def customer_log_shard(self, customer_id: str) -> LogShardKeys:
+        return self.log_shard(self.log_shard_of(customer_id))
+
+    def log_order(self, log: LogTable) -> LogOrderKeys:
+        tagged = f"{self.prefix}:order:{{{log}}}"
+        return LogOrderKeys(f"{tagged}:b", f"{tagged}:c")
 
     def customer_pattern(self, customer_id: str) -> str:
         """A SCAN MATCH pattern for every key of the customer (ids hold no glob characters)."""
@@ -121,6 +184,35 @@ class KeyLayout:
 
     def population(self) -> str:
         return f"{self.prefix}:pop"
+
+
+#: Suffixes of `CustomerKeys`, in its order.
+_CUSTOMER_SUFFIXES = ("p", "e", "d", "i", "x", "m", "g", "a", "le", "ld", "l")
+
+
+def cluster_slot(customer_id: str) -> int:
+    """The Redis Cluster hash slot of a customer's keys (CRC16/XMODEM of the hash tag)."""
+    return binascii.crc_hqx(customer_id.encode(), 0) % CLUSTER_SLOTS
+
+
+def slot_tag(slot: int) -> str:
+    """A hash tag that Redis Cluster puts in `slot`: the smallest decimal number that does."""
+    return _slot_tags()[slot]
+
+
+@cache
+def _slot_tags() -> tuple[str, ...]:
+    # Every slot is hit by a number below 110,000: about 0.1 s, once per process.
+    tags: list[str | None] = [None] * CLUSTER_SLOTS
+    missing, number = CLUSTER_SLOTS, 0
+    while missing:
+        tag = str(number)
+        slot = cluster_slot(tag)
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        number += 1
+    return tuple(tag for tag in tags if tag is not None)
 
 
 def identity_reference(type_: str, digest: str) -> str:

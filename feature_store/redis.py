@@ -1,7 +1,8 @@
 """The production online store: Redis, standalone (`redis://`) or Redis Cluster (`redis+cluster://`).
 
 Key layout: `feature_store.keys`; encodings: `feature_store.redis_codec`; scripts:
-`feature_store.redis_scripts`. Needs Redis 7.0 or newer.
+`feature_store.redis_scripts`; the event and decision logs that `read_log` reads:
+`feature_store.redis_log`. Needs Redis 7.0 or newer.
 
 Per-customer updates are optimistic, so the fold stays in Python (`engine.fold`) and each
 update is still one atomic, single-slot operation:
@@ -12,9 +13,10 @@ update is still one atomic, single-slot operation:
 3. one script commits, all or nothing, if the stored profile is still the one read (its
    SHA-1 is the version: no version field to store, and equal bytes are the same fold input),
    the ids are still new and the customer is neither merged nor being merged into: it writes
-   the profile, appends the logged events to the log and records their ids in the dedup
-   window. Otherwise nothing is written: another writer of this customer committed first,
-   and the client reads again after a short jittered backoff.
+   the profile, appends the logged events to the customer's list and to the event log (its
+   slot's shard, `feature_store.redis_log`) and records their ids in the dedup window.
+   Otherwise nothing is written: another writer of this customer committed first, and the
+   client reads again after a short jittered backoff.
 
 A customer merged into another (`link_identities`) has an alias in its slot: the read script
 returns it and the update goes to the survivor; `read_profile` and `customer_events` look for
@@ -35,12 +37,15 @@ acceptance, on the server's clock. After the window the profile's own ring of re
 
 What the online store keeps, and what it does not:
 
-* the event log holds the customer's latest `event_log_cap` events (default 1,000), in order
-  of acceptance; the durable history is the offline export, not this list;
-* a decision stays readable for `decision_ttl_seconds` (default 90 days): an outcome reported
-  later refers to an unknown decision. It is indexed under its customer (for export and
-  erasure) when the store holds anything of that customer; a decision for an id the store
-  knows nothing of (an anonymous one, say) is not indexed and only expires;
+* the customer's list of events (`customer_events`) holds their latest `event_log_cap` events
+  (default 1,000), in order of acceptance;
+* the event and decision logs (`read_log`, for the offline export) hold every entry until its
+  customer is erased: they are not trimmed yet (see `feature_store.redis_log`);
+* a decision stays readable (`read_decision`) for `decision_ttl_seconds` (default 90 days):
+  an outcome reported later refers to an unknown decision. It is indexed under its customer
+  (for export and erasure) when the store holds anything of that customer; a decision for an
+  id the store knows nothing of (an anonymous one, say) is not indexed and only expires (the
+  decision log keeps every decision, indexed or not, until its customer is erased);
 * the population counters are incremented after the customer's commit, by a second command
   (they live on another slot). They are approximate: a failure between the two, or a commit
   whose reply was lost, leaves some events uncounted. They feed a prior, not a ledger.
@@ -76,12 +81,18 @@ from engine.fold import FoldStatus, apply_in_place, new_profile
 from engine.identity import HashedIdentity
 from engine.profile import Profile
 from feature_store import redis_scripts
-from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
+from feature_store.base import (
+    AppendStatus,
+    CustomerExport,
+    IdentityLink,
+    LogPage,
+    LogTable,
+    OnlineStore,
+)
 from feature_store.errors import DuplicateDecision, StoreError, StoreUnavailable
 from feature_store.keys import (
     DEFAULT_PREFIX,
     PREFIX_PATTERN,
-    CustomerKeys,
     KeyLayout,
     population_field,
     split_population_field,
@@ -102,6 +113,7 @@ from feature_store.redis_connection import (
     translated_errors,
 )
 from feature_store.redis_identity import MAX_ALIAS_HOPS, RedisAccess, RedisIdentities
+from feature_store.redis_log import RedisLog
 from feature_store.redis_privacy import RedisPrivacy
 
 logger = logging.getLogger(__name__)
@@ -197,7 +209,7 @@ class RedisStore(OnlineStore):
         super().__init__(config)
         self.redis_config = redis_config
         self.prior_ttl_seconds = prior_ttl_seconds
-        self.keys = KeyLayout(redis_config.key_prefix)
+        self.keys = KeyLayout(redis_config.key_prefix, cluster=redis_config.type == "redis+cluster")
         self._lock = threading.Lock()
         self._client: RedisClient | None = None
         self._scripts: dict[str, Script] = {}
@@ -209,6 +221,7 @@ class RedisStore(OnlineStore):
         self._access = access
         self._identities = RedisIdentities(access)
         self._privacy = RedisPrivacy(access, self._identities)
+        self._log = RedisLog(access)
 
     # -- OnlineStore ---------------------------------------------------------------------------
 
@@ -245,21 +258,26 @@ class RedisStore(OnlineStore):
         return [decode_log_entry(customer_id, as_bytes(entry)) for entry in entries]
 
     def log_decision(self, decision: Decision) -> None:
-        """See `OnlineStore.log_decision`; the decision expires after `decision_ttl_seconds`.
+        """See `OnlineStore.log_decision`; the decision stays readable (`read_decision`) for
+        `decision_ttl_seconds`, and in the log (`read_log`) until its customer is erased.
 
         Writing the very same bytes again is not an error: that is what a command retried after
-        a lost reply looks like. The customer's index of decisions is written first, so that an
-        erasure finds every decision that was written (a dangling index entry is harmless).
+        a lost reply looks like. The decision is appended to its customer's log (and indexed
+        under the customer) first, so that an erasure finds every decision that was written; if
+        the id turns out to be another decision's, that entry is taken back. A process that dies
+        in between leaves a log entry of a decision that nobody was given (no outcome can
+        refer to it), never a decision given but not logged.
         """
         key = self.keys.decision(decision.decision_id)
         body = encode_document(decision.model_dump_json(), self.redis_config.compress_min_bytes)
-        self._privacy.index_decision(decision)
+        appended = self._log.append_decision(decision, body)
         with translated_errors():
             client = self._redis()
             if client.set(key, body, nx=True, ex=self.redis_config.decision_ttl_seconds):
                 return
             if client.get(key) == body:
                 return
+        self._log.take_back(decision.decision_id, appended)
         raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
 
     def read_decision(self, decision_id: str) -> Decision | None:
@@ -300,6 +318,14 @@ class RedisStore(OnlineStore):
 
     def erase_customer(self, customer_id: str) -> bool:
         return self._privacy.erase(customer_id)
+
+    # -- the logs: feature_store.redis_log ------------------------------------------------------
+
+    def read_log(self, table: LogTable, after: int, limit: int) -> LogPage:
+        return self._log.read(table, after, limit)
+
+    def erased_digests(self) -> set[str]:
+        return self._log.erased_digests()
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -352,11 +378,10 @@ class RedisStore(OnlineStore):
     ) -> tuple[_Stored, list[AppendStatus] | None]:
         """One read-fold-commit of the customer: its statuses, or None if nothing was written
         (a conflict, an alias to follow or a pending merge to settle)."""
-        keys = self.keys.customer(customer_id)
         # Writers of one customer in this process take turns, so they never waste a fold on a
         # conflict among themselves; conflicts come from other processes only.
         with self._turn(customer_id):
-            stored = self._read_for_update(keys, event_ids)
+            stored = self._read_for_update(customer_id, event_ids)
             if stored.alias is not None or stored.pending:
                 return stored, None
             if stored.profile is None and self._access.is_erased(customer_id):
@@ -365,7 +390,7 @@ class RedisStore(OnlineStore):
             update = _fold_new_events(profile, events, stored.known, self.config)
             if not update.logged:
                 return stored, update.statuses
-            if not self._commit(keys, stored.profile, update, events, entries):
+            if not self._commit(customer_id, stored.profile, update, events, entries):
                 return stored, None
         return stored, self._after_commit(customer_id, stored, update)
 
@@ -383,9 +408,10 @@ class RedisStore(OnlineStore):
     def _turn(self, customer_id: str) -> threading.Lock:
         return self._customer_turns[zlib.crc32(customer_id.encode()) % len(self._customer_turns)]
 
-    def _read_for_update(self, keys: CustomerKeys, event_ids: list[str]) -> _Stored:
+    def _read_for_update(self, customer_id: str, event_ids: list[str]) -> _Stored:
         """The stored profile, which of `event_ids` are within the dedup window, the customer's
         alias and pending merges."""
+        keys = self.keys.customer(customer_id)
         with translated_errors():
             profile, flags, alias, pending = self._script("READ_FOR_UPDATE")(
                 keys=[keys.profile, keys.dedup, keys.alias, keys.pending], args=event_ids
@@ -399,14 +425,17 @@ class RedisStore(OnlineStore):
 
     def _commit(
         self,
-        keys: CustomerKeys,
+        customer_id: str,
         stored: bytes | None,
         update: _Update,
         events: list[Event],
         entries: list[bytes],
     ) -> bool:
         """Write `update` if nobody committed since `stored` was read, the customer was not
-        merged meanwhile and no merge into it is pending; False otherwise."""
+        merged meanwhile and no merge into it is pending; False otherwise. The logged events
+        go to the customer's log shard in the same script (feature_store.redis_log)."""
+        keys = self.keys.customer(customer_id)
+        shard = self.keys.customer_log_shard(customer_id)
         config = self.redis_config
         profile = (
             b""
@@ -418,13 +447,15 @@ class RedisStore(OnlineStore):
             profile,
             max(1, round(config.dedup_window_seconds * 1000)),
             config.event_log_cap,
+            customer_id,
         ]
         for position in update.logged:
-            args += [events[position].event_id, entries[position]]
+            event_id, status = events[position].event_id, update.statuses[position].value
+            args += [event_id, entries[position], status]
+        script_keys = [keys.profile, keys.events, keys.dedup, keys.alias, keys.pending]
+        script_keys += [keys.event_log, shard.events, shard.counters]
         with translated_errors():
-            committed = self._script("COMMIT")(
-                keys=[keys.profile, keys.events, keys.dedup, keys.alias, keys.pending], args=args
-            )
+            committed = self._script("COMMIT")(keys=script_keys, args=args)
         return bool(committed)
 
     def _count_population(self, applied: list[Event]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.events import Event
@@ -29,6 +30,8 @@ _ZLIB_LEVEL = 6
 _JSON_START = b"{"[0]
 _ZLIB_START = b"x"[0]
 _LOG_ENTRY_START = b"["[0]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 class CorruptValue(StoreError):
@@ -92,6 +95,25 @@ def decode_log_entry(customer_id: str, stored: bytes) -> Event:
     )
 
 
+def event_log_body(customer_id: str, stored: bytes) -> tuple[str, int]:
+    """The event of a log entry as `Event.model_dump_json()` has it, and when it occurred in
+    microseconds since the Unix epoch; without validating it again (it was, when logged)."""
+    if not stored or stored[0] != _LOG_ENTRY_START:
+        raise CorruptValue("an event log entry is not a JSON array")
+    values: list[Any] = json.loads(stored)
+    if len(values) != len(_LOG_ENTRY_FIELDS):
+        raise CorruptValue(f"an event log entry has {len(values)} fields")
+    event = dict(zip(_LOG_ENTRY_FIELDS, values, strict=True))
+    fields = {name: customer_id if name == "customer_id" else event[name] for name in _EVENT_FIELDS}
+    body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return body, microseconds(datetime.fromisoformat(event["occurred_at"]))
+
+
+def microseconds(when: datetime) -> int:
+    """Microseconds since the Unix epoch, exact (no float rounding)."""
+    return (when - _EPOCH) // _ONE_MICROSECOND
+
+
 def log_entry_event_id(stored: bytes) -> str:
     """The event id of a log entry, without validating the rest of it."""
     values: list[Any] = json.loads(stored) if stored[:1] == b"[" else []
@@ -102,3 +124,5 @@ def log_entry_event_id(stored: bytes) -> str:
 
 #: The order of an event log entry's fields: stored data, so never reorder it.
 _LOG_ENTRY_FIELDS = ("event_id", "touchpoint", "channel", "type", "occurred_at", "attributes")
+#: The fields of an `Event`, in the order of its JSON.
+_EVENT_FIELDS = tuple(Event.model_fields)

@@ -28,7 +28,8 @@ Merge of customer A into survivor S (both leased):
    conflict), A's events are appended to S's log unless S's dedup window holds their id, A's
    dedup ids, identifiers, decisions and merged customers join S's, and A joins S's merged
    set: all or nothing, and exactly once (a repeat finds A merged and does nothing).
-5. The outgoing keys are deleted; A's slot keeps only its alias.
+5. The outgoing keys are deleted; A's slot keeps only its alias, and the indexes of its
+   entries in the logs (they stay in A's slot's log shard: `feature_store.redis_log`).
 6. A leaves S's pending set, and S takes events again.
 
 A process that dies anywhere after step 1 leaves the intent. The next link, erasure or export

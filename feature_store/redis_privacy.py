@@ -12,8 +12,10 @@ into S under way are settled:
 2. read what S holds (identifiers, decisions, merged customers) and record the digests of the
    merged customers;
 3. delete the identifiers, then the decisions, then the merged customers' slots (their
-   aliases), then S's slot. An index is deleted after what it indexes, so a repeat after a
-   failure finds the rest; erasing again is always safe (idempotent).
+   aliases and log entries), then S's slot. An index is deleted after what it indexes, so a
+   repeat after a failure finds the rest; erasing again is always safe (idempotent). A
+   customer's log entries (in its slot's log shard, `feature_store.redis_log`) are deleted
+   with its keys in one script, so no commit can log an entry between the two.
 
 Event writers take no lease. They read the customer (one script), check the erasure record
 only if it has no profile, and commit conditioned on the profile they read. A writer racing an
@@ -29,6 +31,9 @@ customer's slot (`rp:{<c>}:x`, id -> expiry, pruned as decisions expire) before 
 so an erasure finds every decision that was written. A decision for an id the store holds
 nothing of (an anonymous one, or an erased one) is not indexed: it only expires. So is one
 logged while its customer is being erased, if it is indexed after the erasure read the index.
+The decision log (`rp:{<c>}:ld` and its shard, appended in the same script as the index) holds
+every decision, indexed or not, until its customer is erased; a decision logged for a customer
+after their erasure stays in the log, as in SQLite (the offline export leaves it out).
 """
 
 from __future__ import annotations
@@ -39,13 +44,12 @@ from datetime import UTC, datetime
 from engine.decision import Decision
 from engine.identity import LinkedIdentity, customer_digest
 from feature_store.base import CustomerExport
-from feature_store.errors import StoreError, StoreUnavailable
+from feature_store.errors import StoreUnavailable
 from feature_store.keys import split_identity_reference
 from feature_store.redis_codec import as_bytes, decode_document, decode_log_entry, decode_profile
 from feature_store.redis_connection import translated_errors
 from feature_store.redis_identity import (
     ATTEMPTS,
-    MAX_ALIAS_HOPS,
     RETRY_AFTER_BUSY,
     RedisAccess,
     RedisIdentities,
@@ -75,22 +79,6 @@ class RedisPrivacy:
         self.access = access
         self.keys = access.keys
         self.identities = identities
-
-    def index_decision(self, decision: Decision) -> None:
-        """Index the decision under its customer (or the survivor), if the store holds them."""
-        customer_id = decision.customer_id
-        ttl_ms = self.access.redis_config.decision_ttl_seconds * 1000
-        for _ in range(MAX_ALIAS_HOPS):
-            keys = self.keys.customer(customer_id)
-            outcome = self.access.run(
-                "INDEX_DECISION",
-                [keys.alias, keys.profile, keys.identities, keys.decisions],
-                [decision.decision_id, ttl_ms],
-            )
-            if not isinstance(outcome, bytes):
-                return
-            customer_id = outcome.decode()  # merged: indexed under the survivor
-        raise StoreError(f"more than {MAX_ALIAS_HOPS} merges lead from a customer")
 
     def export(self, customer_id: str) -> CustomerExport | None:
         """See `OnlineStore.export_customer`; completes a merge under way first."""
@@ -151,8 +139,19 @@ class RedisPrivacy:
             client = self.access.client()
             for decision_id in decisions:
                 removed += client.delete(self.keys.decision(decision_id))
-            for customer in [*sorted(everyone - {survivor}), survivor]:
-                removed += client.delete(*self.keys.every_customer_key(customer))
+        for customer in [*sorted(everyone - {survivor}), survivor]:
+            removed += self._forget_customer(customer)
+        return removed
+
+    def _forget_customer(self, customer_id: str) -> int:
+        """Delete the customer's log entries and keys, in one script (`FORGET_CUSTOMER`)."""
+        keys = self.keys.customer(customer_id)
+        shard = self.keys.customer_log_shard(customer_id)
+        indexes = (keys.event_log, keys.decision_log)
+        others = [key for key in self.keys.every_customer_key(customer_id) if key not in indexes]
+        removed: int = self.access.run(
+            "FORGET_CUSTOMER", [*indexes, shard.events, shard.decisions, *others], []
+        )
         return removed
 
     def _held(self, customer_id: str) -> _Held:

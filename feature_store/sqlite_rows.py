@@ -76,13 +76,14 @@ _LOG_HIGH_WATER = {
 
 def log_decision(db: sqlite3.Connection, decision: Decision) -> bool:
     """Within the caller's write transaction: append to the decision log; False if the id
-    is already logged (nothing written)."""
+    is already logged (nothing written). A decision for a merged id is filed under its
+    survivor, so reading and erasing the survivor's log finds it."""
     inserted = db.execute(
         "INSERT INTO decisions (decision_id, customer_id, decided_at, body) "
         "VALUES (?, ?, ?, ?) ON CONFLICT (decision_id) DO NOTHING",
         (
             decision.decision_id,
-            decision.customer_id,
+            canonical(db, decision.customer_id),
             decision.decided_at.isoformat(),
             decision.model_dump_json(),
         ),

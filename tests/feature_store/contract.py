@@ -5,6 +5,10 @@ a callable that creates an empty backend of its own (a new file, a new database)
 `StoreOpener` for it. The opener opens another handle on that same backend each time it is
 called, with `population_prior()` uncached (TTL 0); it must be picklable, because the
 multi-process test calls it in child processes.
+
+The suite includes the logs' contract (`read_log`, `erased_digests`: tests/feature_store/
+contract_logs.py). Its builders of events and decisions are in contract_builders.py, and
+importable from here too.
 """
 
 from __future__ import annotations
@@ -13,157 +17,59 @@ import math
 import multiprocessing
 import random
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import pytest
 
 from engine.config import EngineConfig
-from engine.decision import ContactChannel, Decision, Default, Reasons
 from engine.events import Channel, Event, EventType
 from engine.fold import fold
 from engine.profile import Profile
 from feature_store.base import AppendStatus, OnlineStore
-from feature_store.errors import DuplicateDecision, StoreUnavailable
+from feature_store.errors import DuplicateDecision
+from tests.feature_store.contract_builders import (
+    ACCEPTED,
+    CONFIG,
+    DUPLICATE,
+    ROOMY,
+    T0,
+    TOO_LATE,
+    NewBackend,
+    StoreOpener,
+    apply_one_by_one,
+    concurrent_events,
+    contact,
+    decision,
+    event_of,
+    process_worker,
+    unfoldable,
+    varied_history,
+    withdrawal,
+)
+from tests.feature_store.contract_logs import LogContract
 
-StoreOpener = Callable[[EngineConfig], OnlineStore]
-NewBackend = Callable[[], StoreOpener]
-
-T0 = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
-CONFIG = EngineConfig()
-#: Room for every event of the concurrency tests, so none of them is TOO_LATE whatever the
-#: interleaving: then event_count must equal the number of events sent.
-ROOMY = EngineConfig(seen_capacity=2048)
-
-ACCEPTED, DUPLICATE, TOO_LATE = AppendStatus.ACCEPTED, AppendStatus.DUPLICATE, AppendStatus.TOO_LATE
-
-
-# -- event builders ----------------------------------------------------------------------------
-
-
-def withdrawal(
-    event_id: str,
-    *,
-    customer_id: str = "cust-1",
-    at: datetime = T0,
-    amount: int = 200,
-    receipt: bool = False,
-    channel: str = "atm",
-) -> Event:
-    """A cash withdrawal at an ATM (or at `channel`), e.g. 200 EUR without a receipt."""
-    return Event(
-        event_id=event_id,
-        customer_id=customer_id,
-        touchpoint=f"{channel}-0042",
-        channel=Channel(channel),
-        type=EventType.REQUEST,
-        occurred_at=at,
-        attributes={
-            "request": "cash_withdrawal",
-            "amount": amount,
-            "currency": "EUR",
-            "receipt": receipt,
-        },
-    )
-
-
-def contact(
-    event_id: str, channel: str, *, customer_id: str = "cust-1", at: datetime = T0
-) -> Event:
-    """The customer reached out by `channel` (e.g. "sms", "email")."""
-    return _event(event_id, customer_id, "contact", channel, at, {"topic": "card_limit"})
-
-
-def _event(
-    event_id: str, customer_id: str, type_: str, channel: str, at: datetime, attributes: Any
-) -> Event:
-    return Event(
-        event_id=event_id,
-        customer_id=customer_id,
-        touchpoint=f"{channel}-0042",
-        channel=Channel(channel),
-        type=EventType(type_),
-        occurred_at=at,
-        attributes=attributes,
-    )
-
-
-def varied_history(customer_id: str = "cust-1") -> list[Event]:
-    """Forty events of every kind the fold learns from, spread over ten weeks."""
-    events: list[Event] = []
-    for i in range(40):
-        at = T0 + timedelta(days=(i * 37) % 70, minutes=i)
-        kind = i % 5
-        event_id = f"h-{i}"
-        if kind in (0, 1):
-            events.append(
-                withdrawal(event_id, customer_id=customer_id, at=at, amount=[200, 50][i % 2])
-            )
-        elif kind == 2:
-            events.append(
-                contact(
-                    event_id, ["sms", "email", "call_center"][i % 3], customer_id=customer_id, at=at
-                )
-            )
-        elif kind == 3:
-            events.append(_event(event_id, customer_id, "feedback", "web", at, {"score": i % 11}))
-        else:
-            value = ["sms", "email"][i % 2]
-            attributes = {"key": "contact_channel", "value": value}
-            events.append(_event(event_id, customer_id, "preference_stated", "web", at, attributes))
-    return events
-
-
-def unfoldable(event_id: str, customer_id: str = "cust-1") -> Event:
-    """A request built without validation, as a buggy caller could hand over: the fold raises.
-
-    It is the one legitimate way, without mocking the store, to make a batch fail after the
-    backend has started its write; see test_a_batch_that_fails_leaves_nothing_behind.
-    """
-    return Event.model_construct(
-        event_id=event_id,
-        customer_id=customer_id,
-        touchpoint="atm-0042",
-        channel=Channel.ATM,
-        type=EventType.REQUEST,
-        occurred_at=T0,
-        attributes={},
-    )
-
-
-def decision(decision_id: str, customer_id: str = "cust-1") -> Decision:
-    reasons = Reasons(en="8 of your last 10 withdrawals", it="8 dei tuoi ultimi 10 prelievi")
-    return Decision(
-        decision_id=decision_id,
-        customer_id=customer_id,
-        touchpoint="atm-0042",
-        touchpoint_channel="atm",
-        decided_at=T0,
-        known_customer=True,
-        defaults=[
-            Default(
-                id="default:cash_withdrawal",
-                request="cash_withdrawal",
-                channel="atm",
-                values={"amount": 200, "currency": "EUR", "receipt": False},
-                confidence=0.8,
-                reasons=reasons,
-                matches=8,
-                window=10,
-                signature="amount=200;currency='EUR';receipt=False",
-            )
-        ],
-        channel=ContactChannel(
-            channel="sms", source="learned", probability=0.7, confidence=0.6, reasons=reasons
-        ),
-        policy_version="rules-1",
-        model_version="als-3",
-        context={"request": "cash_withdrawal"},
-    )
-
+__all__ = [
+    "ACCEPTED",
+    "CONFIG",
+    "DUPLICATE",
+    "ROOMY",
+    "T0",
+    "TOO_LATE",
+    "NewBackend",
+    "OnlineStoreContract",
+    "StoreOpener",
+    "apply_one_by_one",
+    "assert_profiles_close",
+    "concurrent_events",
+    "contact",
+    "decision",
+    "event_of",
+    "profile_json",
+    "varied_history",
+    "withdrawal",
+]
 
 # -- comparisons -------------------------------------------------------------------------------
 
@@ -197,51 +103,7 @@ def profile_json(store: OnlineStore, customer_id: str) -> str | None:
     return None if profile is None else profile.model_dump_json()
 
 
-# -- concurrency helpers (module level: child processes import them) ---------------------------
-
-
-def concurrent_events(worker: int, count: int, customer_id: str = "cust-1") -> list[Event]:
-    """`count` distinct withdrawals of one worker, at times no other worker uses."""
-    return [
-        withdrawal(
-            f"w{worker}-{i}", customer_id=customer_id, at=T0 + timedelta(seconds=i * 64 + worker)
-        )
-        for i in range(count)
-    ]
-
-
-def apply_one_by_one(store: OnlineStore, events: Sequence[Event]) -> list[AppendStatus]:
-    """Like touchpoints sending one event per request, and retrying when told to (a 503).
-
-    Waiting writers are not served in order (SQLite's busy handler polls), so under this load
-    a write may time out; the contract allows that, provided nothing is lost or doubled.
-    """
-    return [status for event in events for status in _apply_retrying(store, event)]
-
-
-def _apply_retrying(store: OnlineStore, event: Event) -> list[AppendStatus]:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            return store.apply_events([event])
-        except StoreUnavailable as unavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(min(unavailable.retry_after, 0.05))
-
-
-def process_worker(opener: StoreOpener, worker: int, count: int, start: Any) -> None:
-    """Run in a child process: open the store, wait for the others, apply events one by one.
-
-    A TOO_LATE or an error fails the child (exit code 1, traceback on stderr).
-    """
-    with closing(opener(ROOMY)) as store:
-        start.wait(timeout=60)
-        statuses = apply_one_by_one(store, concurrent_events(worker, count))
-    assert TOO_LATE not in statuses, f"worker {worker}"
-
-
-class OnlineStoreContract:
+class OnlineStoreContract(LogContract):
     """The shared suite. Subclasses provide the `new_backend` fixture (see the module docstring)."""
 
     @pytest.fixture
@@ -287,7 +149,7 @@ class OnlineStoreContract:
     def test_an_event_that_no_population_counter_counts_is_folded_too(
         self, store: OnlineStore
     ) -> None:
-        stated = _event(
+        stated = event_of(
             "p-1", "cust-1", "preference_stated", "web", T0, {"key": "receipt", "value": True}
         )
 
@@ -505,7 +367,7 @@ class OnlineStoreContract:
 
     def test_events_round_trip_with_their_extra_attributes(self, store: OnlineStore) -> None:
         at = datetime.fromisoformat("2026-03-29T02:30:00.000123+02:00")
-        event = _event("e-1", "cust-1", "contact", "chat", at, {"topic": "fees", "agent": "a-7"})
+        event = event_of("e-1", "cust-1", "contact", "chat", at, {"topic": "fees", "agent": "a-7"})
 
         store.apply_events([event])
 

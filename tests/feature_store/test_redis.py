@@ -19,6 +19,7 @@ import pytest
 import redis
 from pydantic import ValidationError
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from engine.config import EngineConfig
 from engine.events import Event
@@ -27,9 +28,14 @@ from engine.profile import Profile
 from feature_store.base import AppendStatus
 from feature_store.errors import StoreUnavailable, UnsupportedStoreUrl
 from feature_store.factory import open_store
-from feature_store.keys import KeyLayout
+from feature_store.keys import CLUSTER_SLOTS, KeyLayout, cluster_slot, slot_tag
 from feature_store.redis import RedisStore, RedisStoreConfig, _fold_new_events
-from feature_store.redis_codec import decode_document, decode_log_entry, encode_log_entry
+from feature_store.redis_codec import (
+    decode_document,
+    decode_log_entry,
+    encode_document,
+    encode_log_entry,
+)
 from tests.feature_store.contract import (
     ACCEPTED,
     CONFIG,
@@ -158,14 +164,16 @@ def test_every_key_of_a_customer_is_in_one_slot_of_the_cluster(
         masters = set()
         for customer_id in customers:
             keys = sorted(raw.scan_iter(match=store.keys.customer_pattern(customer_id)))
-            customer_keys = store.keys.customer(customer_id)
+            held = store.keys.customer(customer_id)
             expected = sorted(
-                key.encode()
-                for key in (customer_keys.profile, customer_keys.events, customer_keys.dedup)
+                key.encode() for key in (held.profile, held.events, held.dedup, held.event_log)
             )
             assert keys == expected, customer_id
-            slots = {raw.cluster_keyslot(key) for key in keys}
+            # The customer's slot also holds the log shard that its commits append to.
+            shard = store.keys.customer_log_shard(customer_id)
+            slots = {raw.cluster_keyslot(key) for key in [*keys, shard.events, shard.counters]}
             assert len(slots) == 1, customer_id
+            assert raw.xlen(shard.events) >= 2
             masters.add(raw.nodes_manager.get_node_from_slot(slots.pop()).name)
 
     assert len(masters) == 3  # the customers are spread, each one whole on one master
@@ -215,8 +223,7 @@ def test_a_commit_based_on_an_outdated_read_writes_nothing(target: Target) -> No
     # prepared from the earlier read is refused and nothing of it is written.
     with closing(target.store()) as store, closing(target.store()) as other:
         store.apply_events([withdrawal("e-0")])
-        keys = store.keys.customer("cust-1")
-        read = store._read_for_update(keys, ["e-1"])
+        read = store._read_for_update("cust-1", ["e-1"])
         stale = read.profile
         other.apply_events([contact("e-2", "sms", at=T0 + timedelta(hours=2))])
         before = profile_json(store, "cust-1")
@@ -225,7 +232,7 @@ def test_a_commit_based_on_an_outdated_read_writes_nothing(target: Target) -> No
         update = _fold_new_events(profile, late, read.known, CONFIG)
         entries = [encode_log_entry(event) for event in late]
 
-        assert not store._commit(keys, stale, update, late, entries)
+        assert not store._commit("cust-1", stale, update, late, entries)
 
         assert profile_json(store, "cust-1") == before
         assert [e.event_id for e in store.customer_events("cust-1")] == ["e-0", "e-2"]
@@ -318,6 +325,13 @@ def _merge_two_customers(store: RedisStore, a: str, b: str, count: int) -> list[
     return history
 
 
+def _merged_keys(store: RedisStore, customer_id: str) -> list[bytes]:
+    """What a merged customer (with events) keeps in its slot: its alias, and the index of its
+    entries in the event log (they stay in its slot's log shard, see feature_store.redis_log)."""
+    keys = store.keys.customer(customer_id)
+    return sorted([keys.alias.encode(), keys.event_log.encode()])
+
+
 def _card(customer_id: str) -> HashedIdentity:
     return Identity(type=IdentityType.CARD, value=f"tok_{customer_id}").hashed(SECRET)
 
@@ -341,7 +355,7 @@ def test_after_an_erasure_a_scan_over_the_customer_finds_no_key(
         store.log_decision(decision("dec-a", customer_id="cust-a"))
         store.log_decision(decision("dec-b", customer_id="cust-b"))  # indexed under cust-a
         assert _tag_keys(raw, store, "cust-a")
-        assert _tag_keys(raw, store, "cust-b") == [store.keys.customer("cust-b").alias.encode()]
+        assert _tag_keys(raw, store, "cust-b") == _merged_keys(store, "cust-b")
 
         assert store.erase_customer("cust-b") is True  # the absorbed id: the same person
 
@@ -366,17 +380,28 @@ def test_the_erasure_record_holds_no_customer_id(target: Target, raw: RawClient)
         digest = customer_digest("cust-1")
         record = raw.hgetall(store.keys.erasures(digest))
         assert list(record) == [digest.encode()]
+        assert store.read_log("events", 0, 10).records == []
+        assert store.read_log("decisions", 0, 10).records == []
         left = {key: _raw_value(raw, key) for key in raw.scan_iter(match="rp:*")}
-        assert set(left) <= {store.keys.erasures(digest).encode(), store.keys.population().encode()}
+        shard = store.keys.customer_log_shard("cust-1")
+        allowed = {store.keys.erasures(digest), store.keys.population(), *shard}
+        allowed |= {*store.keys.log_order("events"), *store.keys.log_order("decisions")}
+        assert set(left) <= {key.encode() for key in allowed}
         for key, value in left.items():
             assert b"cust-1" not in key + value
             assert _card("cust-1").digest.encode() not in value
 
 
 def _raw_value(raw: RawClient, key: bytes) -> bytes:
+    """What a client reads of a key (XDEL'd stream entries are not read)."""
     kind = raw.type(key)
     if kind == b"hash":
         return b" ".join(k + b"=" + v for k, v in raw.hgetall(key).items())
+    if kind == b"stream":
+        entries = raw.xrange(key)
+        return b" ".join(k + b"=" + v for _, fields in entries for k, v in fields.items())
+    if kind == b"zset":
+        return b" ".join(member for member in raw.zrange(key, 0, -1))
     assert kind == b"string", kind
     return bytes(raw.get(key))
 
@@ -393,7 +418,7 @@ def test_a_merge_across_two_cluster_nodes_keeps_every_event_once(
         assert json.loads(merged or "{}")["event_count"] == 40
         assert {e.event_id for e in store.customer_events(a)} == {e.event_id for e in history}
         assert profile_json(store, b) == merged
-        assert _tag_keys(raw, store, b) == [store.keys.customer(b).alias.encode()]
+        assert _tag_keys(raw, store, b) == _merged_keys(store, b)
         # Repeating the link, or every step of the merge, changes nothing.
         again = store.link_identities([_card(a), _card(b)], None, at=T0)
         assert (again.customer_id, again.merged) == (a, [])
@@ -410,12 +435,12 @@ def test_a_commit_read_before_the_customer_was_merged_writes_nothing(target: Tar
         store.link_identities([_card("cust-a")], "cust-a", at=T0)
         store.link_identities([_card("cust-b")], "cust-b", at=T0)
         late = [contact("b-1", "sms", customer_id="cust-b")]
-        keys = store.keys.customer("cust-b")
-        read = store._read_for_update(keys, ["b-1"])
+        read = store._read_for_update("cust-b", ["b-1"])
         store.link_identities([_card("cust-a"), _card("cust-b")], None, at=T0)
 
         update = _fold_new_events(None, late, read.known, CONFIG)
-        assert not store._commit(keys, read.profile, update, late, [encode_log_entry(late[0])])
+        entries = [encode_log_entry(late[0])]
+        assert not store._commit("cust-b", read.profile, update, late, entries)
 
         assert store.apply_events(late) == [ACCEPTED]  # the normal path follows the alias
         assert [e.event_id for e in store.customer_events("cust-a")] == ["a-0", "b-1"]
@@ -431,14 +456,13 @@ def test_a_commit_read_before_a_merge_into_the_customer_began_writes_nothing(
             [withdrawal("a-0", customer_id="cust-a"), contact("b-0", "sms", customer_id="cust-b")]
         )
         resent = [contact("b-0", "sms", customer_id="cust-a")]
-        keys = store.keys.customer("cust-a")
-        read = store._read_for_update(keys, ["b-0"])
+        read = store._read_for_update("cust-a", ["b-0"])
         store._identities._intend("cust-b", "cust-a")  # a link is under way
 
         stale = Profile.model_validate_json(decode_document(read.profile or b""))
         update = _fold_new_events(stale, resent, read.known, CONFIG)
         entries = [encode_log_entry(resent[0])]
-        assert not store._commit(keys, read.profile, update, resent, entries)
+        assert not store._commit("cust-a", read.profile, update, resent, entries)
 
         assert store.apply_events(resent) == [DUPLICATE]  # after completing the merge
         profile = store.read_profile("cust-a")
@@ -479,7 +503,7 @@ def test_a_merge_interrupted_after_any_step_is_completed_by_the_next_writer(
         assert profile.event_count == 11  # nothing lost, nothing twice
         assert len(store.customer_events("cust-a")) == 11
         assert store.apply_events(history) == [DUPLICATE] * 9
-        assert _tag_keys(raw, store, "cust-b") == [store.keys.customer("cust-b").alias.encode()]
+        assert _tag_keys(raw, store, "cust-b") == _merged_keys(store, "cust-b")
         assert raw.exists(store.keys.customer("cust-a").pending) == 0
 
 
@@ -579,6 +603,7 @@ def test_a_write_racing_an_erasure_leaves_nothing_of_the_customer(
 
         assert _tag_keys(raw, store, "cust-1") == []
         assert store.read_profile("cust-1") is None
+        assert store.read_log("events", 0, 10).records == []
         assert store.apply_events([withdrawal("e-2")]) == [ERASED]
 
 
@@ -605,7 +630,9 @@ def test_decisions_are_indexed_only_under_customers_the_store_holds(
         _merge_two_customers(store, "cust-a", "cust-b", 1)
         store.log_decision(decision("dec-b", customer_id="cust-b"))
 
-        assert _tag_keys(raw, store, "anonymous") == []
+        # Logged, so that erasing the id would find it, but not indexed as a decision to export.
+        anonymous = store.keys.customer("anonymous")
+        assert _tag_keys(raw, store, "anonymous") == [anonymous.decision_log.encode()]
         export = store.export_customer("cust-b")
         assert export is not None
         assert export.customer_id == "cust-a"
@@ -634,6 +661,173 @@ def _link_retrying(store: RedisStore, identities: list[HashedIdentity]) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+# -- the logs (feature_store.redis_log) -------------------------------------------------------
+
+
+def test_every_slot_has_a_log_shard_tag_in_it() -> None:
+    for slot in range(CLUSTER_SLOTS):
+        assert key_slot(f"{{{slot_tag(slot)}}}".encode()) == slot
+    for customer_id in ("cust-1", "anonymous", "a", "0"):
+        assert cluster_slot(customer_id) == key_slot(f"rp:{{{customer_id}}}:p".encode())
+
+
+def test_an_event_is_in_the_log_once_committed_whatever_happens_to_the_writer_after(
+    target: Target,
+) -> None:
+    # The log is written by the commit itself: a writer that dies right after it (here: fails
+    # before it could report) has logged the event, and a retry logs nothing twice.
+    with closing(_DyingAfterCommit(target)) as dying, pytest.raises(_WriterDied):
+        dying.apply_events([withdrawal("e-1")])
+    with closing(target.store()) as store:
+        assert [r.event() for r in store.read_log("events", 0, 10).records] == [withdrawal("e-1")]
+        assert store.apply_events([withdrawal("e-1")]) == [DUPLICATE]
+        assert len(store.read_log("events", 0, 10).records) == 1
+
+
+class _DyingAfterCommit(RedisStore):
+    def __init__(self, target: Target) -> None:
+        super().__init__(CONFIG, target.config(), prior_ttl_seconds=0.0)
+
+    def _after_commit(self, *args: Any) -> list[AppendStatus]:
+        raise _WriterDied
+
+
+class _WriterDied(Exception):
+    pass
+
+
+def test_a_decision_written_again_with_the_same_bytes_is_logged_once(target: Target) -> None:
+    # What a write retried after a lost reply looks like (redis-py retries a command whose
+    # connection broke; so may the caller): not an error, and not a second entry.
+    given = decision("dec-1")
+    with closing(target.store()) as store:
+        store.log_decision(given)
+        store.log_decision(given)
+        stored = encode_document(given.model_dump_json(), store.redis_config.compress_min_bytes)
+        assert store._log.append_decision(given, stored).seq == 0  # the script, run again
+
+        [logged] = store.read_log("decisions", 0, 10).records
+        assert logged.decision() == given
+
+
+def test_one_server_orders_its_log_in_one_block_numbered_as_its_shard(
+    redis_server: RedisServer,
+) -> None:
+    target = standalone(redis_server)
+    with closing(target.store()) as store, closing(target.raw()) as raw:
+        for i in range(5):
+            store.apply_events([withdrawal(f"e-{i}", customer_id=f"cust-{i % 2}")])
+            assert [r.seq for r in store.read_log("events", 0, 10).records] == list(range(1, i + 2))
+
+        blocks = raw.zrange(store.keys.log_order("events").blocks, 0, -1, withscores=True)
+        assert blocks == [(b"0:0:5", 1.0)]
+
+
+def test_a_shard_that_lost_ordered_writes_numbers_its_next_entries_after_them(
+    target: Target, raw: RawClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As after a failover to a replica that lacked the last write, once it was read: the
+    # shard's stream and counter are one entry behind what the log's order holds.
+    with closing(target.store()) as store:
+        store.apply_events([withdrawal(f"e-{i}", at=T0 + timedelta(hours=i)) for i in range(3)])
+        assert [r.seq for r in store.read_log("events", 0, 10).records] == [1, 2, 3]
+        shard = store.keys.customer_log_shard("cust-1")
+        raw.xdel(shard.events, "3-0")
+        raw.execute_command("XSETID", shard.events, "2-0")
+        raw.hset(shard.counters, "e", 2)
+
+        assert store.read_log("events", 3, 10).records == []  # orders: sees the lost write
+        store.apply_events([withdrawal("e-3", at=T0 + timedelta(hours=3))])
+
+        [after] = store.read_log("events", 3, 10).records
+    assert (after.seq, after.event().event_id) == (4, "e-3")
+    assert "lost writes" in caplog.text
+
+
+def test_the_shard_counters_read_node_by_node_are_those_of_every_shard(
+    redis_cluster: LocalCluster,
+) -> None:
+    target = cluster(redis_cluster)
+    customers = [f"cust-{i}" for i in range(40)]
+    with closing(target.store()) as store, closing(target.raw()) as raw:
+        for n, customer_id in enumerate(customers):
+            store.apply_events(
+                [
+                    withdrawal(f"{customer_id}-{i}", customer_id=customer_id)
+                    for i in range(n % 3 + 1)
+                ]
+            )
+        by_node = store._log._shard_counters("events")
+        assert isinstance(raw, RedisCluster)
+        assert by_node == store._log._counters_by_node(raw, "e")
+        expected = [0] * CLUSTER_SLOTS
+        for n, customer_id in enumerate(customers):
+            expected[cluster_slot(customer_id)] += n % 3 + 1
+        assert by_node == expected
+
+
+def test_writers_on_every_master_and_racing_readers_agree_on_one_log(
+    redis_cluster: LocalCluster,
+) -> None:
+    # Four writers (store instances, as API processes) over customers on all three masters,
+    # and two readers ordering the log at the same time (each orders when it reaches its end).
+    target = cluster(redis_cluster)
+    writers, per_writer = 4, 150
+    done = threading.Event()
+    errors: list[BaseException] = []
+    seen: dict[int, list[tuple[int, str]]] = {7: [], 20: []}
+    start = threading.Barrier(writers + len(seen))
+
+    def write(worker: int) -> None:
+        events = [
+            withdrawal(f"w{worker}-{i}", customer_id=f"cust-{worker}-{i % 13}")
+            for i in range(per_writer)
+        ]
+        with closing(target.store()) as store:
+            try:
+                start.wait(timeout=30)
+                for first in range(0, per_writer, 3):
+                    _apply_retrying(store, events[first : first + 3])
+            except BaseException as exc:
+                errors.append(exc)
+
+    def read(page_size: int) -> None:
+        with closing(target.store()) as store:
+            try:
+                start.wait(timeout=30)
+                after = 0
+                while True:
+                    finished = done.is_set()
+                    page = store.read_log("events", after, page_size)
+                    seen[page_size] += [(r.seq, r.event().event_id) for r in page.records]
+                    after = page.next_after
+                    if finished and len(page.records) < page_size:
+                        return
+            except BaseException as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    readers = [threading.Thread(target=read, args=(size,)) for size in seen]
+    for thread in [*threads, *readers]:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    done.set()
+    for thread in readers:
+        thread.join(timeout=120)
+
+    assert errors == []
+    expected = sorted(f"w{w}-{i}" for w in range(writers) for i in range(per_writer))
+    with closing(target.store()) as store:
+        from_zero = [
+            (r.seq, r.event().event_id) for r in store.read_log("events", 0, 10_000).records
+        ]
+    assert sorted(event_id for _, event_id in from_zero) == expected  # each once
+    assert [seq for seq, _ in from_zero] == sorted({seq for seq, _ in from_zero})
+    for followed in seen.values():
+        assert followed == from_zero  # the same log, however it was paged and ordered
 
 
 # -- the dedup window --------------------------------------------------------------------------
