@@ -108,8 +108,8 @@ class RequestAttributes(_Attributes):
     def _amount_has_currency(self) -> RequestAttributes:
         if self.amount is not None and self.currency is None:
             raise ValueError("currency is required when amount is given")
-        clashing = sorted(set(self.options) & _TYPED_REQUEST_FIELDS)
-        if clashing:
+        if self.options and not _TYPED_REQUEST_FIELDS.isdisjoint(self.options):
+            clashing = sorted(set(self.options) & _TYPED_REQUEST_FIELDS)
             raise ValueError(f"options must not repeat typed fields: {', '.join(clashing)}")
         return self
 
@@ -236,8 +236,14 @@ class Event(BaseModel):
 
     @property
     def typed(self) -> _Attributes:
-        """The attributes validated against the model of this event's type."""
-        return self._typed
+        """The attributes validated against the model of this event's type (when it was built)."""
+        # Read from pydantic's store of private attributes directly: `self._typed` goes through
+        # BaseModel.__getattr__, which cost about as much as folding the whole event (issue 5).
+        private = self.__pydantic_private__
+        if private is None or "_typed" not in private:
+            return self._typed  # not validated (model_construct): AttributeError, as ever
+        typed: _Attributes = private["_typed"]
+        return typed
 
     @property
     def at(self) -> datetime:

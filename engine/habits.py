@@ -62,8 +62,9 @@ def _detect(
 ) -> UsualRequest | None:
     if not records:
         return None
-    signatures = Counter(record.signature() for record in records)
-    latest = {record.signature(): record for record in records}  # records are oldest first
+    signed = [(record.signature(), record) for record in records]  # each signature once
+    signatures = Counter(signature for signature, _ in signed)
+    latest = dict(signed)  # records are oldest first: the latest of each signature wins
     # Most frequent values; on a tie the most recently used ones.
     signature = max(signatures, key=lambda sig: (signatures[sig], latest[sig].at))
     matches, window = signatures[signature], len(records)
