@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test redis lint types pytest bench learning nba clean
+.PHONY: demo test redis chromium lint types pytest bench learning nba mlflow-ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rapport demo --host 127.0.0.1 --port 8000
 
-## Lint, type-check and run the whole test suite (installs redis-server if missing).
-test: $(STAMP) redis lint types pytest
+## Lint, type-check and run the whole test suite (installs redis-server and chromium if missing).
+test: $(STAMP) redis chromium lint types pytest
 
 redis:
 	bash .ci/ensure-redis
+
+chromium:
+	bash .ci/ensure-chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,6 +46,12 @@ learning: $(STAMP)
 ## Next-best-action against random and oracle policies (README "Next-best-action: measured").
 nba: $(STAMP)
 	$(BIN)/rapport simulate-nba --customers 1000 --decisions 10000 --seed 7
+
+## The MLflow UI on the local tracking store (runs, metrics, plots, registered versions) on :5000.
+mlflow-ui: $(STAMP)
+	mkdir -p var/mlflow/artifacts
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///var/mlflow/mlflow.db \
+		--artifacts-destination var/mlflow/artifacts --host 127.0.0.1 --port 5000 --workers 1
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

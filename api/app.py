@@ -11,18 +11,24 @@ from fastapi.middleware.cors import CORSMiddleware
 from api.auth import KeyAuthenticator, install_auth_error_handlers
 from api.errors import install_error_handlers
 from api.logs import AccessLog, configure_logging
+from api.model_server import open_model_server, start_serving, stop_serving
 from api.routes import (
     customers,
     decisions,
     events,
     health,
     identities,
+    models,
     outcomes,
     privacy,
     touchpoints,
 )
+from api.routes.experiments import install_experiment_error_handlers
+from api.routes.experiments import router as experiments_router
 from api.settings import Settings
+from experiments.registry import start_experiments
 from feature_store.credentials_factory import open_credentials
+from feature_store.experiments import open_experiment_registry
 from feature_store.factory import open_store
 
 
@@ -36,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with (
             closing(open_store(settings.store, settings.engine)) as store,
             closing(open_credentials(settings.store)) as credentials,  # API keys: same backend
+            closing(open_experiment_registry(settings.store)) as experiment_registry,
         ):
             app.state.store = store
             app.state.credentials = credentials
@@ -45,7 +52,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stale_if_error_seconds=settings.auth_stale_if_error_seconds,
             )
             app.state.decision_policy = settings.decision_policy()
-            yield
+            app.state.experiments = experiment_registry
+            app.state.running_experiments = start_experiments(
+                experiment_registry,
+                declared=settings.experiments,
+                catalogue=app.state.decision_policy.catalogue,
+            )
+            catalogue = app.state.decision_policy.catalogue
+            app.state.models = open_model_server(settings, [a.id for a in catalogue.actions])
+            polling = await start_serving(app.state.models, settings)
+            try:
+                yield
+            finally:
+                await stop_serving(polling)
 
     app = FastAPI(
         title="Rapport",
@@ -68,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_error_handlers(app, settings.store_retry_after_seconds)
     install_auth_error_handlers(app)
+    install_experiment_error_handlers(app)
     for router in (
         events.router,
         customers.router,
@@ -76,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         decisions.router,
         outcomes.router,
         touchpoints.router,
+        models.router,
     ):
         app.include_router(router)
+    app.include_router(experiments_router)
     app.include_router(health.router)
     return app

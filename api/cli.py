@@ -14,6 +14,8 @@ import uvicorn
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 
+from api.cli_experiments import experiments
+from api.cli_models import evaluate_command, promote_command, train_command
 from api.settings import Settings
 from engine.events import Channel, Event, EventType
 from feature_store.base import OnlineStore
@@ -34,6 +36,10 @@ keys = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(keys, name="keys")
+app.add_typer(experiments, name="experiments")
+app.command("train")(train_command)
+app.command("promote")(promote_command)
+app.command("evaluate")(evaluate_command)
 
 
 def console() -> Console:

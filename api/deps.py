@@ -7,8 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.model_server import ModelServer
 from api.settings import Settings
 from engine.next_best_action import DecisionPolicy
+from engine.scoring import Scorer
+from experiments.assignment import ExperimentRouter
 from feature_store.base import OnlineStore
 
 
@@ -40,8 +43,34 @@ async def get_decision_policy(request: Request) -> DecisionPolicy:
     return policy
 
 
+async def get_model_server(request: Request) -> ModelServer:
+    models: ModelServer = request.app.state.models
+    return models
+
+
+async def get_served_model(request: Request) -> Scorer | None:
+    """The champion's scorer; None (the online rates) while no champion is loaded."""
+    models: ModelServer = request.app.state.models
+    return models.scorer()
+
+
+async def get_experiment_router(request: Request) -> ExperimentRouter:
+    """The running experiments and the models of their variants' aliases (none without a
+    model server)."""
+    state = request.app.state
+    models = getattr(state, "models", None)
+    return ExperimentRouter(
+        running=state.running_experiments.at,
+        policy=state.decision_policy,
+        scorers=None if models is None else models.scorer,
+    )
+
+
 Store = Annotated[OnlineStore, Depends(get_store)]
 Policy = Annotated[DecisionPolicy, Depends(get_decision_policy)]
 IdentitySecret = Annotated[bytes, Depends(get_identity_secret)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Now = Annotated[datetime, Depends(get_now)]
+ModelServing = Annotated[ModelServer, Depends(get_model_server)]
+ServedModel = Annotated[Scorer | None, Depends(get_served_model)]
+Experiments = Annotated[ExperimentRouter, Depends(get_experiment_router)]

@@ -9,13 +9,16 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from engine.arbitration import Exploration
+from engine.arbitration import Exploration, Objective
 from engine.catalogue import RETAIL_BANK_CATALOGUE, load_catalogue
 from engine.config import EngineConfig
 from engine.next_best_action import DecisionPolicy
 from engine.policy import ContactPolicy
 
 DEVELOPMENT_IDENTITY_SECRET = "rapport-development-identity-secret"
+
+#: Whether a higher value of a holdout metric (named by its last part) is better.
+METRIC_DIRECTIONS = {"log_loss": False, "brier": False, "auc": True, "snips_value": True}
 
 
 class Settings(BaseSettings):
@@ -42,8 +45,19 @@ class Settings(BaseSettings):
         description="Path of the action catalogue (YAML); the shipped retail-bank example "
         "if unset. Loaded and checked at start-up: a bad catalogue stops the start.",
     )
+    experiments: str | None = Field(
+        None,
+        description="Path of experiment definitions (YAML) applied to the experiment registry "
+        "at start-up (RAPPORT_EXPERIMENTS): missing ones are created, changed ones replaced. "
+        "A bad file stops the start.",
+    )
     contact_policy: ContactPolicy = Field(default_factory=ContactPolicy)
     exploration: Exploration = Field(default_factory=Exploration)
+    objective: Objective = Field(
+        "expected_value",
+        description="What next-best-action maximises: expected_value (propensity x value x "
+        "weight) or acceptance (propensity x weight).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     store_retry_after_seconds: int = Field(2, ge=1, description="Retry-After hint on 503.")
     identity_secret: SecretStr = Field(
@@ -77,6 +91,45 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API, e.g. "
         "'https://app.example.com,https://teller.example.com' (or a JSON list). Empty: no CORS "
         "headers at all, so browsers on other origins cannot read answers.",
+    )
+    mlflow_uri: str = Field(
+        "sqlite:///var/mlflow/mlflow.db",
+        description="MLflow tracking and registry URI (RAPPORT_MLFLOW_URI): a local SQLite-backed "
+        "store by default, an MLflow tracking server (https://...) in production.",
+    )
+    mlflow_artifacts: str = Field(
+        "var/mlflow/artifacts",
+        description="Artifact root of the MLflow experiment when training creates it (a local "
+        "folder or a URI such as s3://bucket/rapport); a tracking server may impose its own.",
+    )
+    mlflow_experiment: str = Field("rapport", min_length=1, description="MLflow experiment.")
+    model_name: str = Field(
+        "rapport-nba", min_length=1, description="Registered model that training versions."
+    )
+    model_poll_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How often the API asks the registry whether an alias moved, in seconds; 0 "
+        "turns polling off (POST /v1/admin/models/reload still reloads).",
+    )
+    model_start_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="How long start-up waits for the champion, in seconds. Past it the API "
+        "starts on the online rates and swaps the model in when it has loaded.",
+    )
+    promote_metric: str = Field(
+        "holdout.log_loss",
+        min_length=1,
+        description="Holdout metric a challenger must beat the champion on to be promoted.",
+    )
+    promote_higher_is_better: bool | None = Field(
+        None,
+        description="Direction of promote_metric; unset: known from its name (log_loss, brier "
+        "lower; auc, snips_value higher). Must be set for any other metric.",
+    )
+    promote_min_improvement: float = Field(
+        0.0, ge=0, description="By how much (in the metric's units) the challenger must win."
     )
 
     @field_validator("auth_enabled")
@@ -133,9 +186,34 @@ class Settings(BaseSettings):
             raise ValueError("RAPPORT_IDENTITY_SECRET must be set in production")
         return self
 
+    @model_validator(mode="after")
+    def _promotion_direction_known(self) -> Settings:
+        known = METRIC_DIRECTIONS.get(self.promote_metric.rsplit(".", 1)[-1])
+        if self.promote_higher_is_better is None and known is None:
+            raise ValueError(
+                f"set RAPPORT_PROMOTE_HIGHER_IS_BETTER: the direction of {self.promote_metric!r} "
+                "is not known"
+            )
+        if known is not None and self.promote_higher_is_better not in (None, known):
+            raise ValueError(
+                f"{self.promote_metric!r} is {'higher' if known else 'lower'}-is-better; "
+                "RAPPORT_PROMOTE_HIGHER_IS_BETTER says the opposite"
+            )
+        return self
+
+    @property
+    def promote_higher_wins(self) -> bool:
+        """True if a higher `promote_metric` is better."""
+        if self.promote_higher_is_better is not None:
+            return self.promote_higher_is_better
+        return METRIC_DIRECTIONS[self.promote_metric.rsplit(".", 1)[-1]]
+
     def decision_policy(self) -> DecisionPolicy:
         """The catalogue (read from disk: call at start-up), contact policy and exploration."""
         catalogue = load_catalogue(self.catalogue or RETAIL_BANK_CATALOGUE)
         return DecisionPolicy(
-            catalogue=catalogue, contact=self.contact_policy, exploration=self.exploration
+            catalogue=catalogue,
+            contact=self.contact_policy,
+            exploration=self.exploration,
+            objective=self.objective,
         )

@@ -35,6 +35,7 @@ class Scope(StrEnum):
     CUSTOMERS_READ = "customers:read"
     CUSTOMERS_WRITE = "customers:write"
     PRIVACY = "privacy"
+    EXPERIMENTS = "experiments"
     ADMIN = "admin"
 
 

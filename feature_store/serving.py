@@ -6,18 +6,19 @@ Each function is what one API route calls; the API only parses and shapes answer
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from engine.customer_view import CustomerView, describe_customer
 from engine.decide import decide, degraded_decision, exposure_events, outcome_event
-from engine.decision import Decision, DecisionRequest
+from engine.decision import Decision, DecisionRequest, ExperimentExposure
 from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.identity import HashedIdentity, Identity
 from engine.next_best_action import DecisionPolicy
 from engine.preferences import validate_preference
+from engine.profile import Profile
 from engine.scoring import Scorer
 from engine.touchpoints import TouchpointStats, touchpoint_report
 from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
@@ -40,6 +41,25 @@ def new_decision_id() -> str:
 ANONYMOUS_CUSTOMER = "anonymous"
 
 
+@dataclass(frozen=True)
+class Treatment:
+    """What an experiment's variant changes in one decision (`experiments.assignment` builds it).
+
+    `profile` is the profile the decision sees (a holdout's has no learned state), `policy` and
+    `scorer` the variant's (scorer None: the online rates), `exposures` are logged with it.
+    """
+
+    profile: Profile | None
+    policy: DecisionPolicy | None
+    scorer: Scorer | None
+    exposures: list[ExperimentExposure]
+
+
+#: The treatment of a customer's decision, from their profile and the request; None when the
+#: customer takes part in no running experiment.
+Assigner = Callable[[Profile | None, DecisionRequest], Treatment | None]
+
+
 def decide_for(
     store: OnlineStore,
     request: DecisionRequest,
@@ -48,9 +68,11 @@ def decide_for(
     identity: HashedIdentity | None = None,
     policy: DecisionPolicy | None = None,
     scorer: Scorer | None = None,
+    assigner: Assigner | None = None,
 ) -> Decision:
     """Decide and log. If the store is unreachable, answer safely with `degraded=True`.
-    `scorer` is the served model; None for the online smoothed rates.
+    `scorer` is the served model; None for the online smoothed rates. With `assigner`, a
+    customer in a running experiment gets their variant's treatment, logged as an exposure.
 
     With `identity`, the customer is the one it is linked to (a decision never creates one:
     an unknown identifier decides for an anonymous customer). A degraded decision is not in
@@ -65,6 +87,9 @@ def decide_for(
         prior = store.population_prior()
     except StoreUnavailable:
         return degraded_decision(request, decision_id=decision_id, at=at)
+    treatment = assigner(profile, request) if assigner else None
+    if treatment is not None:
+        profile, policy, scorer = treatment.profile, treatment.policy, treatment.scorer
     decision = decide(
         profile,
         request,
@@ -75,6 +100,8 @@ def decide_for(
         policy=policy,
         scorer=scorer,
     )
+    if treatment is not None:
+        decision = decision.model_copy(update={"experiments": treatment.exposures})
     # Returned actions count toward caps and cooldowns from now on.
     delivered = (
         exposure_events(decision, policy.purposes, policy.limited)

@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from api.auth import require
-from api.deps import IdentitySecret, Now, Policy, Store
+from api.deps import Experiments, IdentitySecret, Now, Policy, ServedModel, Store
 from api.schemas import DecisionIn, DecisionOut
 from engine.decision import Decision
 from feature_store.credentials import Scope
@@ -12,7 +12,13 @@ router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
 @router.post("", response_model=DecisionOut, dependencies=[require(Scope.DECISIONS)])
 def post_decision(
-    question: DecisionIn, store: Store, secret: IdentitySecret, policy: Policy, now: Now
+    question: DecisionIn,
+    store: Store,
+    secret: IdentitySecret,
+    policy: Policy,
+    now: Now,
+    scorer: ServedModel,
+    experiments: Experiments,
 ) -> DecisionOut:
     """Next-best-actions, personalised defaults and the contact channel for this customer at
     this touchpoint, each with its reasons; every decision is logged with its candidates.
@@ -20,8 +26,15 @@ def post_decision(
     Never fails for store trouble: answers `degraded: true` with nothing personal instead.
     """
     identity = question.identity.hashed(secret) if question.identity else None
+    at = question.at or now
     decision = decide_for(
-        store, question.as_request(), at=question.at or now, identity=identity, policy=policy
+        store,
+        question.as_request(),
+        at=at,
+        identity=identity,
+        policy=policy,
+        scorer=scorer,
+        assigner=experiments.assigner(at),
     )
     return DecisionOut.of(decision)
 

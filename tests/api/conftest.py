@@ -61,7 +61,13 @@ class LiveServer:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(store=f"sqlite:///{tmp_path / 'rapport.db'}", environment="test")
+    # The MLflow store is the test's own (never created unless a test trains): a champion in
+    # the project's var/mlflow must not change what these tests' decisions are scored by.
+    return Settings(
+        store=f"sqlite:///{tmp_path / 'rapport.db'}",
+        environment="test",
+        mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
 
 
 def create_key(settings: Settings, name: str, scopes: Iterable[Scope]) -> str:

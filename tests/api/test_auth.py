@@ -42,6 +42,10 @@ ROUTE_SCOPES = {
     ("PUT", "/v1/customers/{customer_id}/preferences"): Scope.CUSTOMERS_WRITE,
     ("POST", "/v1/decisions"): Scope.DECISIONS,
     ("POST", "/v1/outcomes"): Scope.DECISIONS,
+    ("GET", "/v1/models"): Scope.ADMIN,
+    ("POST", "/v1/admin/models/reload"): Scope.ADMIN,
+    ("POST", "/v1/experiments"): Scope.EXPERIMENTS,
+    ("GET", "/v1/experiments/{experiment_id}/report"): Scope.EXPERIMENTS,
 }
 
 

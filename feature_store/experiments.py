@@ -1,0 +1,126 @@
+"""The experiment registry: experiment definitions kept beside the online store.
+
+The registry keeps each definition as a JSON document under its id, with a revision that
+grows by one at every change, so that two admins changing one experiment at once cannot
+overwrite each other unknowingly (`replace` is a compare-and-set on the revision). It does not
+read the documents: `experiments.registry` turns them into `experiments.definitions.Experiment`
+(the store layer never imports the experiments package).
+
+`open_experiment_registry(url)` opens it from the online store's URL (`RAPPORT_STORE`), as
+`feature_store.credentials_factory.open_credentials` does for API keys:
+
+* `sqlite:///path.db`: the table `experiments` in the online store's file;
+* `redis://host:port/db`, `redis+cluster://host:port`: one hash (one cluster slot).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from feature_store.errors import StoreError, StoreUnavailable, UnsupportedStoreUrl
+
+_SQLITE_EXAMPLE = "sqlite:///var/rapport.db"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredExperiment:
+    """One definition as stored: its id, its JSON document and its revision (1 when created)."""
+
+    experiment_id: str
+    definition: str
+    revision: int
+
+
+class DuplicateExperiment(StoreError):
+    """An experiment with this id is already stored."""
+
+
+class UnknownExperiment(StoreError):
+    """No experiment with this id is stored."""
+
+
+class StaleExperiment(StoreError):
+    """The experiment changed since it was read (its revision moved): read it again."""
+
+
+class ExperimentRegistry(ABC):
+    """Where experiment definitions live. Safe to share between threads; any method may raise
+    `StoreUnavailable` when the backend cannot be reached."""
+
+    @abstractmethod
+    def create(self, experiment_id: str, definition: str) -> StoredExperiment:
+        """Store a new definition at revision 1. Raises DuplicateExperiment if the id is taken;
+        nothing is written then."""
+
+    @abstractmethod
+    def get(self, experiment_id: str) -> StoredExperiment | None:
+        """The stored definition, or None."""
+
+    @abstractmethod
+    def list(self) -> list[StoredExperiment]:
+        """Every stored definition, by id."""
+
+    @abstractmethod
+    def replace(self, experiment_id: str, definition: str, *, revision: int) -> StoredExperiment:
+        """Replace the definition if it is still at `revision`; the new one is at revision + 1.
+
+        Raises UnknownExperiment if the id is not stored and StaleExperiment if its revision is
+        not `revision`; nothing is written then.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The registry must not be used afterwards."""
+
+
+def open_experiment_registry(url: str) -> ExperimentRegistry:
+    """Open the experiment registry of the backend `url` names.
+
+    Raises UnsupportedStoreUrl for a scheme no registry implements or a malformed URL, and
+    StoreUnavailable when it cannot be reached or created. Messages never echo the URL.
+    """
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        raise UnsupportedStoreUrl(f"a store URL starts with a scheme, e.g. {_SQLITE_EXAMPLE}")
+    opener = _OPENERS.get(scheme.lower())
+    if opener is None:
+        raise UnsupportedStoreUrl(
+            f"no experiment registry implements the scheme {scheme!r}; use e.g. {_SQLITE_EXAMPLE}"
+        )
+    return opener(url)
+
+
+def _open_sqlite(url: str) -> ExperimentRegistry:
+    from feature_store.experiments_sqlite import SQLiteExperimentRegistry
+
+    parts = urlsplit(url)
+    if parts.netloc or parts.query or parts.fragment:
+        raise UnsupportedStoreUrl(
+            "a SQLite store URL is a path only (no host, query or fragment), "
+            f"e.g. {_SQLITE_EXAMPLE}"
+        )
+    path = Path(unquote(parts.path)[1:])  # the part after "sqlite:///"
+    if not str(path) or str(path) == ".":
+        raise UnsupportedStoreUrl(f"a SQLite store URL needs a file path, e.g. {_SQLITE_EXAMPLE}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create the folder of the SQLite store: {exc}") from exc
+    return SQLiteExperimentRegistry(path)
+
+
+def _open_redis(url: str) -> ExperimentRegistry:
+    from feature_store.experiments_redis import open_redis_experiments
+
+    return open_redis_experiments(url)
+
+
+#: Scheme -> opener, the same schemes as `feature_store.factory.open_store`.
+_OPENERS: dict[str, Callable[[str], ExperimentRegistry]] = {
+    "sqlite": _open_sqlite,
+    "redis": _open_redis,
+    "redis+cluster": _open_redis,
+}

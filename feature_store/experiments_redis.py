@@ -1,0 +1,203 @@
+"""Experiment definitions in Redis or Redis Cluster.
+
+One hash, `rp:experiments:{experiments}` (under the online store's prefix, `rp` unless the URL
+sets `key_prefix`): field = experiment id, value = `{"revision": n, "definition": "<JSON>"}`.
+One key is one cluster slot, so each change is one atomic command or script, in cluster mode
+too; there are few experiments, so one key costs nothing. No command is sent before the first
+call, so an API can start while Redis is down.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from feature_store.errors import StoreError, StoreUnavailable, UnsupportedStoreUrl
+from feature_store.experiments import (
+    DuplicateExperiment,
+    ExperimentRegistry,
+    StaleExperiment,
+    StoredExperiment,
+    UnknownExperiment,
+)
+
+_RETRY_AFTER_SECONDS = 1.0
+
+# KEYS: the hash. ARGV: id, expected revision, new envelope. Returns ok, unknown or stale.
+_REPLACE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then
+    return 'unknown'
+end
+if tostring(cjson.decode(current)['revision']) ~= ARGV[2] then
+    return 'stale'
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 'ok'
+"""
+
+RedisClient = redis.Redis | RedisCluster
+
+#: What this registry reads from the query of the online store's URL; the rest is the store's.
+_URL_SETTINGS = ("key_prefix", "socket_timeout_seconds", "socket_connect_timeout_seconds")
+
+
+class RedisExperimentConfig(BaseModel):
+    """Where the Redis experiment registry is (see `open_redis_experiments` for the URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["redis", "redis+cluster"] = "redis"
+    url: str = Field(repr=False, description="redis://[[user]:password@]host:port/db")
+    key_prefix: str = Field("rp", pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
+    socket_timeout_seconds: float = Field(0.25, gt=0, description="Per command, in seconds.")
+    socket_connect_timeout_seconds: float = Field(0.25, gt=0, description="In seconds.")
+
+
+class RedisExperimentRegistry(ExperimentRegistry):
+    """`ExperimentRegistry` on a Redis server or a Redis Cluster (see the module docstring)."""
+
+    def __init__(self, config: RedisExperimentConfig) -> None:
+        self.config = config
+        self._key = f"{config.key_prefix}:experiments:{{experiments}}"
+        self._lock = threading.Lock()
+        self._client: RedisClient | None = None
+        self._closed = False
+
+    def create(self, experiment_id: str, definition: str) -> StoredExperiment:
+        with _translated_errors():
+            created = self._redis().hsetnx(self._key, experiment_id, _envelope(definition, 1))
+        if not created:
+            raise DuplicateExperiment(f"experiment {experiment_id!r} already exists")
+        return StoredExperiment(experiment_id, definition, 1)
+
+    def get(self, experiment_id: str) -> StoredExperiment | None:
+        with _translated_errors():
+            envelope = cast(str | None, self._redis().hget(self._key, experiment_id))
+        return None if envelope is None else _stored(experiment_id, envelope)
+
+    def list(self) -> list[StoredExperiment]:
+        with _translated_errors():
+            envelopes = cast(Mapping[str, str], self._redis().hgetall(self._key))
+        return [_stored(name, envelopes[name]) for name in sorted(envelopes)]
+
+    def replace(self, experiment_id: str, definition: str, *, revision: int) -> StoredExperiment:
+        with _translated_errors():
+            outcome = self._redis().eval(
+                _REPLACE,
+                1,
+                self._key,
+                experiment_id,
+                str(revision),
+                _envelope(definition, revision + 1),
+            )
+        if outcome == "unknown":
+            raise UnknownExperiment(f"no experiment {experiment_id!r}")
+        if outcome == "stale":
+            raise StaleExperiment(f"experiment {experiment_id!r} is no longer at {revision}")
+        return StoredExperiment(experiment_id, definition, revision + 1)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _redis(self) -> RedisClient:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the Redis experiment registry is closed")
+            if self._client is None:
+                self._client = _connect(self.config)
+            return self._client
+
+
+def open_redis_experiments(url: str) -> RedisExperimentRegistry:
+    """A registry on `redis://host[:port][/db]` or `redis+cluster://host[:port]` (any node).
+
+    The URL is the online store's (`RAPPORT_STORE`): of its query, the registry reads
+    `key_prefix` and the socket timeouts and leaves the rest to the store. Messages never quote
+    the URL (it may hold a password).
+    """
+    scheme = url.partition("://")[0].lower()
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port]") from None
+    if not parts.hostname or parts.fragment:
+        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port]")
+    database = parts.path.lstrip("/") or "0"
+    if not database.isdigit() or (scheme == "redis+cluster" and database != "0"):
+        raise UnsupportedStoreUrl(f"the database of a {scheme}:// URL is a number (0 on a cluster)")
+    netloc = parts.netloc if port is not None else f"{parts.netloc}:6379"
+    path = "" if scheme == "redis+cluster" else f"/{database}"
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    try:
+        config = RedisExperimentConfig.model_validate(
+            {
+                **{name: query[name] for name in _URL_SETTINGS if name in query},
+                "type": scheme,
+                "url": urlunsplit(("redis", netloc, path, "", "")),
+            }
+        )
+    except ValidationError as exc:
+        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
+        raise UnsupportedStoreUrl(
+            f"bad experiment registry settings in the {scheme}:// URL query: {', '.join(fields)}"
+        ) from None
+    return RedisExperimentRegistry(config)
+
+
+def _connect(config: RedisExperimentConfig) -> RedisClient:
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": config.socket_timeout_seconds,
+        "socket_connect_timeout": config.socket_connect_timeout_seconds,
+    }
+    if config.type == "redis+cluster":
+        return RedisCluster.from_url(config.url, **options)
+    return redis.Redis.from_url(config.url, **options)
+
+
+def _envelope(definition: str, revision: int) -> str:
+    return json.dumps({"revision": revision, "definition": definition})
+
+
+def _stored(experiment_id: str, envelope: str) -> StoredExperiment:
+    data = json.loads(envelope)
+    return StoredExperiment(experiment_id, str(data["definition"]), int(data["revision"]))
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    """redis-py's errors as store errors; messages never echo the URL."""
+    try:
+        yield
+    except (
+        RedisConnectionError,
+        RedisTimeoutError,
+        ClusterDownError,
+        RedisClusterException,
+    ) as exc:
+        raise StoreUnavailable(
+            f"Redis experiment registry unavailable: {type(exc).__name__}",
+            retry_after=_RETRY_AFTER_SECONDS,
+        ) from exc
+    except RedisError as exc:
+        raise StoreError(f"Redis experiment registry error: {exc}") from exc
