@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test redis chromium lint types pytest bench learning nba mlflow-ui clean
+.PHONY: demo test redis chromium lint types pytest bench learning nba train mlflow-ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ learning: $(STAMP)
 ## Next-best-action against random and oracle policies (README "Next-best-action: measured").
 nba: $(STAMP)
 	$(BIN)/rapport simulate-nba --customers 1000 --decisions 10000 --seed 7
+
+## Log 10,000 decisions on the demo population, export them and train (README "For data scientists").
+TRAIN_STORE := sqlite:///var/train-demo.db
+train: $(STAMP)
+	rm -rf var/train-demo.db var/train-demo.db-wal var/train-demo.db-shm var/offline-demo
+	RAPPORT_STORE=$(TRAIN_STORE) $(BIN)/rapport simulate-logs --customers 1000 --decisions 10000 --seed 7
+	RAPPORT_STORE=$(TRAIN_STORE) $(BIN)/rapport export --out var/offline-demo
+	$(BIN)/rapport train --offline var/offline-demo
 
 ## The MLflow UI on the local tracking store (runs, metrics, plots, registered versions) on :5000.
 mlflow-ui: $(STAMP)

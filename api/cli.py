@@ -185,6 +185,40 @@ def simulate_nba_command(
     typer.echo(report.model_dump_json(indent=2))
 
 
+@app.command("simulate-logs")
+def simulate_logs_command(
+    customers: Annotated[int, typer.Option(help="Synthetic customers.")] = 1000,
+    decisions: Annotated[int, typer.Option(help="Decisions, at touches drawn at random.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the population and of the simulation.")] = 7,
+) -> None:
+    """Write into the store (RAPPORT_STORE) what a live Rapport would have logged over 180 days
+    of a synthetic population: its events, decisions with their propensities, and the
+    customers' answers drawn from their latent affinities. Then `rapport export` and
+    `rapport train` learn from it."""
+    from training.logged_data import simulate_logs
+    from training.nba_simulation import TooFewTouches
+
+    settings = Settings()
+    try:
+        with console().status(f"Simulating {decisions:,} decisions for {customers:,} customers..."):
+            logs = simulate_logs(customers, decisions, seed, config=settings.engine)
+    except TooFewTouches as exc:
+        console().print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    with (
+        closing(open_store(settings.store, settings.engine)) as store,
+        console().status("Writing the logs..."),
+    ):
+        loaded = load_events(store, logs.events)
+        for decision in logs.decisions:
+            store.log_decision(decision)
+    console().print(
+        f"Logged [bold]{loaded:,}[/] events and {len(logs.decisions):,} decisions "
+        f"into {settings.store}",
+        highlight=False,
+    )
+
+
 def _nba_table(report: NbaSimulationReport) -> Table:
     from rich.table import Table
 
