@@ -18,12 +18,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from feature_store.errors import StoreError, StoreUnavailable, UnsupportedStoreUrl
-
-_SQLITE_EXAMPLE = "sqlite:///var/rapport.db"
+from feature_store.errors import StoreError
+from feature_store.factory import opener_for, sqlite_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,34 +79,13 @@ def open_experiment_registry(url: str) -> ExperimentRegistry:
     Raises UnsupportedStoreUrl for a scheme no registry implements or a malformed URL, and
     StoreUnavailable when it cannot be reached or created. Messages never echo the URL.
     """
-    scheme, separator, _ = url.partition("://")
-    if not separator:
-        raise UnsupportedStoreUrl(f"a store URL starts with a scheme, e.g. {_SQLITE_EXAMPLE}")
-    opener = _OPENERS.get(scheme.lower())
-    if opener is None:
-        raise UnsupportedStoreUrl(
-            f"no experiment registry implements the scheme {scheme!r}; use e.g. {_SQLITE_EXAMPLE}"
-        )
-    return opener(url)
+    return opener_for(url, _OPENERS, "experiment registry")(url)
 
 
 def _open_sqlite(url: str) -> ExperimentRegistry:
     from feature_store.experiments_sqlite import SQLiteExperimentRegistry
 
-    parts = urlsplit(url)
-    if parts.netloc or parts.query or parts.fragment:
-        raise UnsupportedStoreUrl(
-            "a SQLite store URL is a path only (no host, query or fragment), "
-            f"e.g. {_SQLITE_EXAMPLE}"
-        )
-    path = Path(unquote(parts.path)[1:])  # the part after "sqlite:///"
-    if not str(path) or str(path) == ".":
-        raise UnsupportedStoreUrl(f"a SQLite store URL needs a file path, e.g. {_SQLITE_EXAMPLE}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreUnavailable(f"cannot create the folder of the SQLite store: {exc}") from exc
-    return SQLiteExperimentRegistry(path)
+    return SQLiteExperimentRegistry(sqlite_path(url))
 
 
 def _open_redis(url: str) -> ExperimentRegistry:

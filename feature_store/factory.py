@@ -14,8 +14,9 @@ A Redis URL's query sets fields of `RedisStoreConfig`, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from pydantic import ValidationError
@@ -28,6 +29,8 @@ from feature_store.sqlite import SQLiteStore, SQLiteStoreConfig
 
 _SQLITE_EXAMPLE = "sqlite:///var/rapport.db"
 
+Opener = TypeVar("Opener")
+
 
 def open_store(url: str, config: EngineConfig) -> OnlineStore:
     """Open the store that `url` names, with the engine parameters `config`.
@@ -35,19 +38,27 @@ def open_store(url: str, config: EngineConfig) -> OnlineStore:
     Raises UnsupportedStoreUrl for a scheme no store implements or a malformed URL, and
     StoreUnavailable when the store cannot be reached or created.
     """
+    return opener_for(url, _OPENERS, "store")(url, config)
+
+
+def opener_for(url: str, openers: Mapping[str, Opener], what: str) -> Opener:
+    """The opener of `url`'s scheme among `openers`: one scheme table per thing a store URL
+    opens (the store, its API keys, its experiments). `what` names that thing in errors."""
     scheme, separator, _ = url.partition("://")
     # Messages name the scheme only: a URL may carry a password (redis://:secret@host).
     if not separator:
         raise UnsupportedStoreUrl(f"a store URL starts with a scheme, e.g. {_SQLITE_EXAMPLE}")
-    opener = _OPENERS.get(scheme.lower())
+    opener = openers.get(scheme.lower())
     if opener is None:
         raise UnsupportedStoreUrl(
-            f"no store implements the scheme {scheme!r}; use e.g. {_SQLITE_EXAMPLE}"
+            f"no {what} implements the scheme {scheme!r}; use e.g. {_SQLITE_EXAMPLE}"
         )
-    return opener(url, config)
+    return opener
 
 
-def _open_sqlite(url: str, config: EngineConfig) -> OnlineStore:
+def sqlite_path(url: str) -> Path:
+    """The database file of a `sqlite:///` URL, its folder created. Raises
+    UnsupportedStoreUrl for a malformed URL, StoreUnavailable if the folder cannot be made."""
     parts = urlsplit(url)
     if parts.netloc or parts.query or parts.fragment:
         raise UnsupportedStoreUrl(
@@ -55,15 +66,18 @@ def _open_sqlite(url: str, config: EngineConfig) -> OnlineStore:
             f"e.g. {_SQLITE_EXAMPLE}"
         )
     path = unquote(parts.path)[1:]  # the part after "sqlite:///"
-    if not path:
+    if not path or path == ".":
         # An in-memory database would be private to each connection, i.e. to each thread.
         raise UnsupportedStoreUrl(f"a SQLite store URL needs a file path, e.g. {_SQLITE_EXAMPLE}")
-    sqlite_config = SQLiteStoreConfig(path=Path(path))
     try:
-        sqlite_config.path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreUnavailable(f"cannot create the folder of the SQLite store: {exc}") from exc
-    return SQLiteStore(config, sqlite_config)
+    return Path(path)
+
+
+def _open_sqlite(url: str, config: EngineConfig) -> OnlineStore:
+    return SQLiteStore(config, SQLiteStoreConfig(path=sqlite_path(url)))
 
 
 def _open_redis(url: str, config: EngineConfig) -> OnlineStore:
