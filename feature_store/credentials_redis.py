@@ -21,18 +21,18 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from typing import Literal, cast
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feature_store.credentials import ApiKey, CredentialStore, DuplicateKey, DuplicateKeyName
-from feature_store.errors import StoreError, StoreUnavailable, UnsupportedStoreUrl
+from feature_store.errors import StoreError, StoreUnavailable
+from feature_store.redis_connection import plain_client, redis_config_from_url
 
 _RETRY_AFTER_SECONDS = 1.0
 
@@ -173,7 +173,7 @@ class RedisCredentialStore(CredentialStore):
             if self._closed:
                 raise StoreUnavailable("the Redis credential store is closed")
             if self._client is None:
-                self._client = _connect(self.config)
+                self._client = plain_client(self.config)
             return self._client
 
     def _key(self, key_hash: str) -> str:
@@ -195,47 +195,10 @@ def open_redis_credentials(url: str) -> RedisCredentialStore:
     reads `key_prefix`, `socket_timeout_seconds` and `socket_connect_timeout_seconds`, and
     leaves the rest to the online store. Messages never quote the URL (it may hold a password).
     """
-    scheme = url.partition("://")[0].lower()
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port]") from None
-    if not parts.hostname or parts.fragment:
-        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port]")
-    database = parts.path.lstrip("/") or "0"
-    if not database.isdigit() or (scheme == "redis+cluster" and database != "0"):
-        raise UnsupportedStoreUrl(f"the database of a {scheme}:// URL is a number (0 on a cluster)")
-    netloc = parts.netloc if port is not None else f"{parts.netloc}:6379"
-    path = "" if scheme == "redis+cluster" else f"/{database}"
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    try:
-        config = RedisCredentialConfig.model_validate(
-            {
-                **{name: query[name] for name in _URL_SETTINGS if name in query},
-                "type": scheme,
-                "url": urlunsplit(("redis", netloc, path, "", "")),
-            }
-        )
-    except ValidationError as exc:
-        # Names the fields only: a message that quotes the input could quote a password.
-        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
-        raise UnsupportedStoreUrl(
-            f"bad credential store settings in the {scheme}:// URL query: {', '.join(fields)}"
-        ) from None
+    config = redis_config_from_url(
+        url, RedisCredentialConfig, what="credential store", settings=_URL_SETTINGS
+    )
     return RedisCredentialStore(config)
-
-
-def _connect(config: RedisCredentialConfig) -> RedisClient:
-    """A pooled client; a cluster client asks the node for the others at once."""
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_timeout": config.socket_timeout_seconds,
-        "socket_connect_timeout": config.socket_connect_timeout_seconds,
-    }
-    if config.type == "redis+cluster":
-        return RedisCluster.from_url(config.url, **options)
-    return redis.Redis.from_url(config.url, **options)
 
 
 def _utc_text(when: datetime) -> str:

@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
-
-from pydantic import ValidationError
+from urllib.parse import unquote, urlsplit
 
 from engine.config import EngineConfig
 from feature_store.base import OnlineStore
 from feature_store.errors import StoreUnavailable, UnsupportedStoreUrl
 from feature_store.redis import RedisStore, RedisStoreConfig
+from feature_store.redis_connection import redis_config_from_url
 from feature_store.sqlite import SQLiteStore, SQLiteStoreConfig
 
 _SQLITE_EXAMPLE = "sqlite:///var/rapport.db"
@@ -82,41 +81,7 @@ def _open_sqlite(url: str, config: EngineConfig) -> OnlineStore:
 
 def _open_redis(url: str, config: EngineConfig) -> OnlineStore:
     """A Redis store; nothing is sent to Redis until the store's first call."""
-    scheme = url.partition("://")[0].lower()
-    example = "redis+cluster://host:7000" if scheme == "redis+cluster" else "redis://host:6379/0"
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port], e.g. {example}") from None
-    if not parts.hostname or parts.fragment:
-        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port], e.g. {example}")
-    database = parts.path.lstrip("/")
-    if scheme == "redis+cluster" and database not in ("", "0"):
-        raise UnsupportedStoreUrl(f"a Redis Cluster has one database: no /db, e.g. {example}")
-    if not (database == "" or database.isdigit()):
-        raise UnsupportedStoreUrl(f"a Redis database is a number, e.g. {example}")
-    netloc = parts.netloc if port is not None else f"{parts.netloc}:6379"
-    settings = dict(parse_qsl(parts.query, keep_blank_values=True))
-    if {"type", "url"} & settings.keys():
-        raise UnsupportedStoreUrl(f"the scheme and address of a {scheme}:// URL are not settings")
-    path = "" if scheme == "redis+cluster" else f"/{database or 0}"
-    try:
-        redis_config = RedisStoreConfig.model_validate(
-            {
-                **settings,
-                "type": scheme,
-                "url": urlunsplit(("redis", netloc, path, "", "")),
-            }
-        )
-    except ValidationError as exc:
-        # Names the fields only: a message that quotes the input could quote a password.
-        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
-        raise UnsupportedStoreUrl(
-            f"bad store settings in the {scheme}:// URL query: {', '.join(fields)}; "
-            f"the settings are the fields of RedisStoreConfig"
-        ) from None
-    return RedisStore(config, redis_config)
+    return RedisStore(config, redis_config_from_url(url, RedisStoreConfig, what="store"))
 
 
 #: Scheme -> opener. A new backend adds its module (with its config class) and one line here.

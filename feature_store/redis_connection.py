@@ -8,17 +8,19 @@ a `StoreError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
 import redis.exceptions
+from pydantic import BaseModel, ValidationError
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from feature_store.errors import StoreError, StoreUnavailable
+from feature_store.errors import StoreError, StoreUnavailable, UnsupportedStoreUrl
 
 if TYPE_CHECKING:
     from feature_store.redis import RedisStoreConfig
@@ -76,3 +78,72 @@ def translated_errors() -> Iterator[None]:
         ) from exc
     except redis.exceptions.RedisError as exc:
         raise StoreError(f"Redis store error: {exc}") from exc
+
+
+class _RedisBackendConfig(Protocol):
+    @property
+    def type(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def socket_timeout_seconds(self) -> float: ...
+    @property
+    def socket_connect_timeout_seconds(self) -> float: ...
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def redis_config_from_url(
+    url: str, model: type[ConfigT], *, what: str, settings: Collection[str] | None = None
+) -> ConfigT:
+    """The pydantic config `model` of a Redis backend from `redis://[[user]:password@]host
+    [:port][/db]` or `redis+cluster://...@host[:port]`; the URL's query sets its fields (only
+    those named in `settings`, if given: a side registry leaves the rest to the store).
+
+    Raises UnsupportedStoreUrl naming what is wrong; messages never quote the URL (it may hold
+    a password)."""
+    scheme = url.partition("://")[0].lower()
+    example = "redis+cluster://host:7000" if scheme == "redis+cluster" else "redis://host:6379/0"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port], e.g. {example}") from None
+    if not parts.hostname or parts.fragment:
+        raise UnsupportedStoreUrl(f"a {scheme}:// URL needs host[:port], e.g. {example}")
+    database = parts.path.lstrip("/")
+    if scheme == "redis+cluster" and database not in ("", "0"):
+        raise UnsupportedStoreUrl(f"a Redis Cluster has one database: no /db, e.g. {example}")
+    if not (database == "" or database.isdigit()):
+        raise UnsupportedStoreUrl(f"a Redis database is a number, e.g. {example}")
+    netloc = parts.netloc if port is not None else f"{parts.netloc}:6379"
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if settings is not None:
+        query = {name: value for name, value in query.items() if name in settings}
+    if {"type", "url"} & query.keys():
+        raise UnsupportedStoreUrl(f"the scheme and address of a {scheme}:// URL are not settings")
+    path = "" if scheme == "redis+cluster" else f"/{database or 0}"
+    try:
+        return model.model_validate(
+            {**query, "type": scheme, "url": urlunsplit(("redis", netloc, path, "", ""))}
+        )
+    except ValidationError as exc:
+        # Names the fields only: a message that quotes the input could quote a password.
+        fields = sorted({".".join(str(part) for part in error["loc"]) for error in exc.errors()})
+        raise UnsupportedStoreUrl(
+            f"bad {what} settings in the {scheme}:// URL query: {', '.join(fields)}"
+        ) from None
+
+
+def plain_client(config: _RedisBackendConfig) -> RedisClient:
+    """A pooled client decoding answers to str, for the side registries (API keys,
+    experiments); a cluster client asks the node for the others at once."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": config.socket_timeout_seconds,
+        "socket_connect_timeout": config.socket_connect_timeout_seconds,
+    }
+    if config.type == "redis+cluster":
+        return RedisCluster.from_url(config.url, **options)
+    return redis.Redis.from_url(config.url, **options)
