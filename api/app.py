@@ -23,7 +23,6 @@ from api.routes import (
     privacy,
     touchpoints,
 )
-from api.routes.experiments import install_experiment_error_handlers
 from api.routes.experiments import router as experiments_router
 from api.settings import Settings
 from experiments.registry import start_experiments
@@ -87,7 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_error_handlers(app, settings.store_retry_after_seconds)
     install_auth_error_handlers(app)
-    install_experiment_error_handlers(app)
     for router in (
         events.router,
         customers.router,

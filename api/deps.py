@@ -12,7 +12,9 @@ from api.settings import Settings
 from engine.next_best_action import DecisionPolicy
 from engine.scoring import Scorer
 from experiments.assignment import ExperimentRouter
+from experiments.registry import RunningExperiments
 from feature_store.base import OnlineStore
+from feature_store.experiments import ExperimentRegistry
 
 
 async def get_store(request: Request) -> OnlineStore:
@@ -54,6 +56,16 @@ async def get_served_model(request: Request) -> Scorer | None:
     return models.scorer()
 
 
+async def get_experiment_registry(request: Request) -> ExperimentRegistry:
+    registry: ExperimentRegistry = request.app.state.experiments
+    return registry
+
+
+async def get_running_experiments(request: Request) -> RunningExperiments:
+    running: RunningExperiments = request.app.state.running_experiments
+    return running
+
+
 async def get_experiment_router(request: Request) -> ExperimentRouter:
     """The running experiments and the models of their variants' aliases (none without a
     model server)."""
@@ -73,4 +85,6 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 Now = Annotated[datetime, Depends(get_now)]
 ModelServing = Annotated[ModelServer, Depends(get_model_server)]
 ServedModel = Annotated[Scorer | None, Depends(get_served_model)]
-Experiments = Annotated[ExperimentRouter, Depends(get_experiment_router)]
+ExperimentAssignment = Annotated[ExperimentRouter, Depends(get_experiment_router)]
+Experiments = Annotated[ExperimentRegistry, Depends(get_experiment_registry)]
+Running = Annotated[RunningExperiments, Depends(get_running_experiments)]

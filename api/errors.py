@@ -10,7 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from engine.errors import InvalidPreference, UnknownOutcomeTarget
-from feature_store.errors import CustomerErased, StoreUnavailable
+from experiments.definitions import InvalidExperiment
+from feature_store.errors import CustomerErased, StoreUnavailable, UnsupportedCapability
+from feature_store.experiments import DuplicateExperiment, StaleExperiment, UnknownExperiment
 from feature_store.serving import UnknownCustomer, UnknownDecision
 
 
@@ -58,6 +60,13 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
             status_code=422, content=error_body("invalid_preference", str(exc), [field])
         )
 
+    @app.exception_handler(InvalidExperiment)
+    async def invalid_experiment(request: Request, exc: InvalidExperiment) -> JSONResponse:
+        field = {"field": f"body.{exc.field}" if exc.field else "body", "reason": exc.reason}
+        return JSONResponse(
+            status_code=422, content=error_body("invalid_experiment", str(exc), [field])
+        )
+
     for error_type, (status, code, message, field, reason) in FIXED_ANSWERS.items():
         app.add_exception_handler(error_type, _fixed_answer(status, code, message, field, reason))
 
@@ -75,6 +84,10 @@ FIXED_ANSWERS: dict[type[Exception], tuple[int, str, str | None, str, str]] = {
         "erased",
     ),
     UnknownOutcomeTarget: (422, "unknown_item", None, "id", "not returned by this decision"),
+    DuplicateExperiment: (409, "duplicate_experiment", None, "body.id", "already exists"),
+    StaleExperiment: (409, "experiment_changed", None, "experiment_id", "changed meanwhile; retry"),
+    UnknownExperiment: (404, "unknown_experiment", None, "experiment_id", "not found"),
+    UnsupportedCapability: (501, "unsupported_by_store", None, "store", "cannot read its logs"),
 }
 
 

@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from api.auth import require
-from api.deps import Experiments, IdentitySecret, Now, Policy, ServedModel, Store
+from api.deps import ExperimentAssignment, IdentitySecret, Now, Policy, ServedModel, Store
 from api.schemas import DecisionIn, DecisionOut
 from engine.decision import Decision
 from feature_store.credentials import Scope
@@ -18,7 +18,7 @@ def post_decision(
     policy: Policy,
     now: Now,
     scorer: ServedModel,
-    experiments: Experiments,
+    experiments: ExperimentAssignment,
 ) -> DecisionOut:
     """Next-best-actions, personalised defaults and the contact channel for this customer at
     this touchpoint, each with its reasons; every decision is logged with its candidates.

@@ -6,17 +6,15 @@ Every route needs the `experiments` scope. Definitions are validated as
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.deps import Now, Policy, Store
-from api.errors import error_body
-from experiments.definitions import Experiment, InvalidExperiment
+from api.deps import Experiments, Now, Policy, Running, Store
+from experiments.definitions import Experiment
 from experiments.logs import OnlineLogs
 from experiments.offpolicy import greedy_candidate
 from experiments.registry import (
@@ -29,13 +27,6 @@ from experiments.registry import (
 from experiments.report import CONTENT_SECURITY_POLICY, render_report
 from experiments.review import review_logged_experiment
 from feature_store.credentials import Scope
-from feature_store.errors import UnsupportedCapability
-from feature_store.experiments import (
-    DuplicateExperiment,
-    ExperimentRegistry,
-    StaleExperiment,
-    UnknownExperiment,
-)
 
 router = APIRouter(
     prefix="/v1/experiments", tags=["experiments"], dependencies=[require(Scope.EXPERIMENTS)]
@@ -56,56 +47,56 @@ class StopIn(BaseModel):
     at: AwareDatetime | None = Field(None, description="When it stops; now if omitted.")
 
 
-def _registry(request: Request) -> ExperimentRegistry:
-    registry: ExperimentRegistry = request.app.state.experiments
-    return registry
-
-
-def _changed(request: Request, experiment: Experiment) -> Experiment:
+def _changed(running: RunningExperiments, experiment: Experiment) -> Experiment:
     """A change made here reaches this worker's decisions at once (others within the TTL)."""
-    running: RunningExperiments = request.app.state.running_experiments
     running.forget()
     return experiment
 
 
 @router.post("", status_code=201, response_model=Experiment)
-def post_experiment(experiment: Experiment, request: Request, policy: Policy) -> Experiment:
+def post_experiment(
+    experiment: Experiment, registry: Experiments, running: Running, policy: Policy
+) -> Experiment:
     """Define an experiment. 409 if its id exists; 422 naming the field if it is invalid
     (including action ids the catalogue does not hold)."""
     experiment.check_catalogue(policy.catalogue)
-    return _changed(request, create_experiment(_registry(request), experiment))
+    return _changed(running, create_experiment(registry, experiment))
 
 
 @router.get("", response_model=list[Experiment])
-def get_experiments(request: Request) -> list[Experiment]:
+def get_experiments(registry: Experiments) -> list[Experiment]:
     """Every experiment, by id."""
-    return list_experiments(_registry(request))
+    return list_experiments(registry)
 
 
 @router.get("/{experiment_id}", response_model=Experiment)
-def get_one_experiment(experiment_id: str, request: Request) -> Experiment:
-    return get_experiment(_registry(request), experiment_id)
+def get_one_experiment(experiment_id: str, registry: Experiments) -> Experiment:
+    return get_experiment(registry, experiment_id)
 
 
 @router.put("/{experiment_id}/weights", response_model=Experiment)
-def put_weights(experiment_id: str, body: WeightsIn, request: Request) -> Experiment:
+def put_weights(
+    experiment_id: str, body: WeightsIn, registry: Experiments, running: Running
+) -> Experiment:
     """New traffic weights. Customers move only into variants whose share grew and out of
     variants whose share shrank, no more than the new shares require."""
-    changed = change_experiment(
-        _registry(request), experiment_id, lambda e: e.with_weights(body.weights)
-    )
-    return _changed(request, changed)
+    changed = change_experiment(registry, experiment_id, lambda e: e.with_weights(body.weights))
+    return _changed(running, changed)
 
 
 @router.post("/{experiment_id}/stop", response_model=Experiment)
 def stop_experiment(
-    experiment_id: str, request: Request, now: Now, body: StopIn | None = None
+    experiment_id: str,
+    registry: Experiments,
+    running: Running,
+    now: Now,
+    body: StopIn | None = None,
 ) -> Experiment:
     """Stop the experiment (now, or at `at`): from then on its customers get the serving
     policy and no exposure is logged."""
     at = body.at if body and body.at else now
-    changed = change_experiment(_registry(request), experiment_id, lambda e: e.stopped(at))
-    return _changed(request, changed)
+    changed = change_experiment(registry, experiment_id, lambda e: e.stopped(at))
+    return _changed(running, changed)
 
 
 @router.get(
@@ -115,7 +106,7 @@ def stop_experiment(
 )
 def get_report(
     experiment_id: str,
-    request: Request,
+    registry: Experiments,
     store: Store,
     policy: Policy,
     now: Now,
@@ -125,7 +116,7 @@ def get_report(
     """The review: summary with intervals, lift, metric over time, sample-ratio check,
     guardrails, the off-policy estimate of the greedy ranking, and the verdict. Reads the
     store's whole logs: for large stores, use `rapport experiments report --offline`."""
-    experiment = get_experiment(_registry(request), experiment_id)
+    experiment = get_experiment(registry, experiment_id)
     review = review_logged_experiment(
         experiment,
         OnlineLogs(store),
@@ -137,36 +128,3 @@ def get_report(
     return HTMLResponse(
         render_report(review), headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY}
     )
-
-
-#: Domain errors with a fixed answer: status, code, and the field and reason named.
-_FIXED_ANSWERS: dict[type[Exception], tuple[int, str, str, str]] = {
-    DuplicateExperiment: (409, "duplicate_experiment", "body.id", "already exists"),
-    StaleExperiment: (409, "experiment_changed", "experiment_id", "changed meanwhile; retry"),
-    UnknownExperiment: (404, "unknown_experiment", "experiment_id", "not found"),
-    UnsupportedCapability: (501, "unsupported_by_store", "store", "cannot read its logs"),
-}
-
-
-def install_experiment_error_handlers(app: FastAPI) -> None:
-    """The experiments' domain errors as JSON answers in the app's error format."""
-    app.add_exception_handler(InvalidExperiment, _invalid_experiment)
-    for error_type, (status, code, field, reason) in _FIXED_ANSWERS.items():
-        app.add_exception_handler(error_type, _fixed_answer(status, code, field, reason))
-
-
-async def _invalid_experiment(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InvalidExperiment)
-    field = f"body.{exc.field}" if exc.field else "body"
-    errors = [{"field": field, "reason": exc.reason}]
-    return JSONResponse(status_code=422, content=error_body("invalid_experiment", str(exc), errors))
-
-
-def _fixed_answer(
-    status: int, code: str, field: str, reason: str
-) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def answer(request: Request, exc: Exception) -> JSONResponse:
-        errors = [{"field": field, "reason": reason}]
-        return JSONResponse(status_code=status, content=error_body(code, str(exc), errors))
-
-    return answer
