@@ -21,10 +21,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import cast
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
 from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,7 +31,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feature_store.credentials import ApiKey, CredentialStore, DuplicateKey, DuplicateKeyName
 from feature_store.errors import StoreError, StoreUnavailable
-from feature_store.redis_connection import plain_client, redis_config_from_url
+from feature_store.redis_connection import (
+    SIDE_URL_SETTINGS,
+    RedisSideConfig,
+    plain_client,
+    redis_config_from_url,
+)
 
 _RETRY_AFTER_SECONDS = 1.0
 
@@ -71,20 +75,9 @@ return 1
 
 RedisClient = redis.Redis | RedisCluster
 
-#: What this store reads from the query of the online store's URL; the rest is the store's.
-_URL_SETTINGS = ("key_prefix", "socket_timeout_seconds", "socket_connect_timeout_seconds")
 
-
-class RedisCredentialConfig(BaseModel):
+class RedisCredentialConfig(RedisSideConfig):
     """Where the Redis credential store is (see `open_redis_credentials` for the URL)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["redis", "redis+cluster"] = "redis"
-    url: str = Field(repr=False, description="redis://[[user]:password@]host:port/db")
-    key_prefix: str = Field("rp", pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
-    socket_timeout_seconds: float = Field(0.25, gt=0, description="Per command, in seconds.")
-    socket_connect_timeout_seconds: float = Field(0.25, gt=0, description="In seconds.")
 
 
 class RedisCredentialStore(CredentialStore):
@@ -196,7 +189,7 @@ def open_redis_credentials(url: str) -> RedisCredentialStore:
     leaves the rest to the online store. Messages never quote the URL (it may hold a password).
     """
     config = redis_config_from_url(
-        url, RedisCredentialConfig, what="credential store", settings=_URL_SETTINGS
+        url, RedisCredentialConfig, what="credential store", settings=SIDE_URL_SETTINGS
     )
     return RedisCredentialStore(config)
 

@@ -13,10 +13,9 @@ import json
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Literal, cast
+from typing import cast
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field
 from redis.cluster import RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,7 +29,12 @@ from feature_store.experiments import (
     StoredExperiment,
     UnknownExperiment,
 )
-from feature_store.redis_connection import plain_client, redis_config_from_url
+from feature_store.redis_connection import (
+    SIDE_URL_SETTINGS,
+    RedisSideConfig,
+    plain_client,
+    redis_config_from_url,
+)
 
 _RETRY_AFTER_SECONDS = 1.0
 
@@ -49,20 +53,9 @@ return 'ok'
 
 RedisClient = redis.Redis | RedisCluster
 
-#: What this registry reads from the query of the online store's URL; the rest is the store's.
-_URL_SETTINGS = ("key_prefix", "socket_timeout_seconds", "socket_connect_timeout_seconds")
 
-
-class RedisExperimentConfig(BaseModel):
+class RedisExperimentConfig(RedisSideConfig):
     """Where the Redis experiment registry is (see `open_redis_experiments` for the URL)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["redis", "redis+cluster"] = "redis"
-    url: str = Field(repr=False, description="redis://[[user]:password@]host:port/db")
-    key_prefix: str = Field("rp", pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
-    socket_timeout_seconds: float = Field(0.25, gt=0, description="Per command, in seconds.")
-    socket_connect_timeout_seconds: float = Field(0.25, gt=0, description="In seconds.")
 
 
 class RedisExperimentRegistry(ExperimentRegistry):
@@ -135,7 +128,7 @@ def open_redis_experiments(url: str) -> RedisExperimentRegistry:
     the URL (it may hold a password).
     """
     config = redis_config_from_url(
-        url, RedisExperimentConfig, what="experiment registry", settings=_URL_SETTINGS
+        url, RedisExperimentConfig, what="experiment registry", settings=SIDE_URL_SETTINGS
     )
     return RedisExperimentRegistry(config)
 

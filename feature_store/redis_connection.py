@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import redis
 import redis.exceptions
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
@@ -78,6 +78,23 @@ def translated_errors() -> Iterator[None]:
         ) from exc
     except redis.exceptions.RedisError as exc:
         raise StoreError(f"Redis store error: {exc}") from exc
+
+
+class RedisSideConfig(BaseModel):
+    """Where a side registry (API keys, experiments) is: the online store's Redis, of whose
+    URL query it reads only `SIDE_URL_SETTINGS`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["redis", "redis+cluster"] = "redis"
+    url: str = Field(repr=False, description="redis://[[user]:password@]host:port/db")
+    key_prefix: str = Field("rp", pattern=r"^[A-Za-z0-9_.\-]{1,32}$")
+    socket_timeout_seconds: float = Field(0.25, gt=0, description="Per command, in seconds.")
+    socket_connect_timeout_seconds: float = Field(0.25, gt=0, description="In seconds.")
+
+
+#: What a side registry reads from the query of the online store's URL; the rest is the store's.
+SIDE_URL_SETTINGS = ("key_prefix", "socket_timeout_seconds", "socket_connect_timeout_seconds")
 
 
 class _RedisBackendConfig(Protocol):
