@@ -59,7 +59,12 @@ def train_command(
     offline: Offline = DEFAULT_OFFLINE,
     run_name: Annotated[str | None, typer.Option(help="Name of the MLflow run.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the models' randomness.")] = 0,
-    threads: Annotated[int | None, typer.Option(min=1, help="Fitting threads.")] = None,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Fitting threads; more than the free cores slows training (OpenMP)."
+        ),
+    ] = 1,
 ) -> None:
     """Train on the offline store, log an MLflow run (metrics against the baselines and the
     champion on the same holdout, plots, the model) and register it as the `challenger`."""

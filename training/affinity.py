@@ -46,7 +46,7 @@ import pandas as pd
 from implicit.cpu.als import AlternatingLeastSquares
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.sparse import csr_matrix
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from threadpoolctl import threadpool_limits
 
 from engine.arbitration import AcceptanceRates
 from engine.facts import PRODUCTS
