@@ -17,28 +17,17 @@ command is sent before the first call, so an API can start while Redis is down.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import cast
 
-import redis
-from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from feature_store.credentials import ApiKey, CredentialStore, DuplicateKey, DuplicateKeyName
-from feature_store.errors import StoreError, StoreUnavailable
 from feature_store.redis_connection import (
     SIDE_URL_SETTINGS,
     RedisSideConfig,
-    plain_client,
+    SideClient,
     redis_config_from_url,
 )
-
-_RETRY_AFTER_SECONDS = 1.0
 
 # KEYS: record, id, name, index. ARGV: hash, key_id, name, scopes, created_at, revoked_at or "".
 _SAVE = """
@@ -73,8 +62,6 @@ end
 return 1
 """
 
-RedisClient = redis.Redis | RedisCluster
-
 
 class RedisCredentialConfig(RedisSideConfig):
     """Where the Redis credential store is (see `open_redis_credentials` for the URL)."""
@@ -86,14 +73,12 @@ class RedisCredentialStore(CredentialStore):
     def __init__(self, config: RedisCredentialConfig) -> None:
         self.config = config
         self._prefix = f"{config.key_prefix}:auth:{{api_keys}}:"
-        self._lock = threading.Lock()
-        self._client: RedisClient | None = None
-        self._closed = False
+        self._side = SideClient(config, "Redis credential store")
 
     def save(self, key: ApiKey) -> None:
         revoked_at = "" if key.revoked_at is None else _utc_text(key.revoked_at)
-        with _translated_errors():
-            outcome = self._redis().eval(
+        with self._side.translated_errors():
+            outcome = self._side.get().eval(
                 _SAVE,
                 4,
                 self._key(key.key_hash),
@@ -113,13 +98,13 @@ class RedisCredentialStore(CredentialStore):
             raise DuplicateKey(f"key {key.key_id} is already stored")
 
     def find_by_hash(self, key_hash: str) -> ApiKey | None:
-        with _translated_errors():
-            fields = cast(Mapping[str, str], self._redis().hgetall(self._key(key_hash)))
+        with self._side.translated_errors():
+            fields = cast(Mapping[str, str], self._side.get().hgetall(self._key(key_hash)))
         return _record(key_hash, fields) if fields else None
 
     def list_keys(self) -> list[ApiKey]:
-        with _translated_errors():
-            client = self._redis()
+        with self._side.translated_errors():
+            client = self._side.get()
             hashes = sorted(cast(set[str], client.smembers(self._index())))
             pipeline = client.pipeline()
             for key_hash in hashes:
@@ -136,8 +121,8 @@ class RedisCredentialStore(CredentialStore):
         # An id first (see CredentialStore.revoke). The lookups run outside the script because
         # a script may only touch the keys it is given; the script checks the state again.
         for index_key in (self._id(key_id_or_name), self._name(key_id_or_name)):
-            with _translated_errors():
-                client = self._redis()
+            with self._side.translated_errors():
+                client = self._side.get()
                 key_hash = cast(str | None, client.get(index_key))
                 if key_hash is None:
                     continue
@@ -152,22 +137,7 @@ class RedisCredentialStore(CredentialStore):
         return False
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def _redis(self) -> RedisClient:
-        client = self._client
-        if client is not None:
-            return client
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailable("the Redis credential store is closed")
-            if self._client is None:
-                self._client = plain_client(self.config)
-            return self._client
+        self._side.close()
 
     def _key(self, key_hash: str) -> str:
         return f"{self._prefix}key:{key_hash}"
@@ -209,23 +179,3 @@ def _record(key_hash: str, fields: Mapping[str, str]) -> ApiKey:
             "revoked_at": fields.get("revoked_at"),
         }
     )
-
-
-@contextmanager
-def _translated_errors() -> Iterator[None]:
-    """Raise redis-py's errors as store errors. Messages never echo the URL (it may hold a
-    password)."""
-    try:
-        yield
-    except (
-        RedisConnectionError,
-        RedisTimeoutError,
-        ClusterDownError,
-        RedisClusterException,
-    ) as exc:
-        raise StoreUnavailable(
-            f"Redis credential store unavailable: {type(exc).__name__}",
-            retry_after=_RETRY_AFTER_SECONDS,
-        ) from exc
-    except RedisError as exc:
-        raise StoreError(f"Redis credential store error: {exc}") from exc

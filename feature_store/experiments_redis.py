@@ -10,18 +10,9 @@ call, so an API can start while Redis is down.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import cast
 
-import redis
-from redis.cluster import RedisCluster
-from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from feature_store.errors import StoreError, StoreUnavailable
 from feature_store.experiments import (
     DuplicateExperiment,
     ExperimentRegistry,
@@ -32,11 +23,9 @@ from feature_store.experiments import (
 from feature_store.redis_connection import (
     SIDE_URL_SETTINGS,
     RedisSideConfig,
-    plain_client,
+    SideClient,
     redis_config_from_url,
 )
-
-_RETRY_AFTER_SECONDS = 1.0
 
 # KEYS: the hash. ARGV: id, expected revision, new envelope. Returns ok, unknown or stale.
 _REPLACE = """
@@ -51,8 +40,6 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 'ok'
 """
 
-RedisClient = redis.Redis | RedisCluster
-
 
 class RedisExperimentConfig(RedisSideConfig):
     """Where the Redis experiment registry is (see `open_redis_experiments` for the URL)."""
@@ -64,30 +51,28 @@ class RedisExperimentRegistry(ExperimentRegistry):
     def __init__(self, config: RedisExperimentConfig) -> None:
         self.config = config
         self._key = f"{config.key_prefix}:experiments:{{experiments}}"
-        self._lock = threading.Lock()
-        self._client: RedisClient | None = None
-        self._closed = False
+        self._side = SideClient(config, "Redis experiment registry")
 
     def create(self, experiment_id: str, definition: str) -> StoredExperiment:
-        with _translated_errors():
-            created = self._redis().hsetnx(self._key, experiment_id, _envelope(definition, 1))
+        with self._side.translated_errors():
+            created = self._side.get().hsetnx(self._key, experiment_id, _envelope(definition, 1))
         if not created:
             raise DuplicateExperiment(f"experiment {experiment_id!r} already exists")
         return StoredExperiment(experiment_id, definition, 1)
 
     def get(self, experiment_id: str) -> StoredExperiment | None:
-        with _translated_errors():
-            envelope = cast(str | None, self._redis().hget(self._key, experiment_id))
+        with self._side.translated_errors():
+            envelope = cast(str | None, self._side.get().hget(self._key, experiment_id))
         return None if envelope is None else _stored(experiment_id, envelope)
 
     def list(self) -> list[StoredExperiment]:
-        with _translated_errors():
-            envelopes = cast(Mapping[str, str], self._redis().hgetall(self._key))
+        with self._side.translated_errors():
+            envelopes = cast(Mapping[str, str], self._side.get().hgetall(self._key))
         return [_stored(name, envelopes[name]) for name in sorted(envelopes)]
 
     def replace(self, experiment_id: str, definition: str, *, revision: int) -> StoredExperiment:
-        with _translated_errors():
-            outcome = self._redis().eval(
+        with self._side.translated_errors():
+            outcome = self._side.get().eval(
                 _REPLACE,
                 1,
                 self._key,
@@ -102,22 +87,7 @@ class RedisExperimentRegistry(ExperimentRegistry):
         return StoredExperiment(experiment_id, definition, revision + 1)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def _redis(self) -> RedisClient:
-        client = self._client
-        if client is not None:
-            return client
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailable("the Redis experiment registry is closed")
-            if self._client is None:
-                self._client = plain_client(self.config)
-            return self._client
+        self._side.close()
 
 
 def open_redis_experiments(url: str) -> RedisExperimentRegistry:
@@ -140,22 +110,3 @@ def _envelope(definition: str, revision: int) -> str:
 def _stored(experiment_id: str, envelope: str) -> StoredExperiment:
     data = json.loads(envelope)
     return StoredExperiment(experiment_id, str(data["definition"]), int(data["revision"]))
-
-
-@contextmanager
-def _translated_errors() -> Iterator[None]:
-    """redis-py's errors as store errors; messages never echo the URL."""
-    try:
-        yield
-    except (
-        RedisConnectionError,
-        RedisTimeoutError,
-        ClusterDownError,
-        RedisClusterException,
-    ) as exc:
-        raise StoreUnavailable(
-            f"Redis experiment registry unavailable: {type(exc).__name__}",
-            retry_after=_RETRY_AFTER_SECONDS,
-        ) from exc
-    except RedisError as exc:
-        raise StoreError(f"Redis experiment registry error: {exc}") from exc

@@ -8,6 +8,7 @@ a `StoreError`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -164,3 +165,53 @@ def plain_client(config: _RedisBackendConfig) -> RedisClient:
     if config.type == "redis+cluster":
         return RedisCluster.from_url(config.url, **options)
     return redis.Redis.from_url(config.url, **options)
+
+
+class SideClient:
+    """The client of a side registry (API keys, experiments): opened on first use, closed
+    once, and redis-py's errors translated into store errors naming the registry (`what`,
+    e.g. "Redis credential store"; never the URL, which may hold a password)."""
+
+    #: Retry-after hint when the registry's Redis is unreachable, in seconds.
+    RETRY_AFTER_SECONDS = 1.0
+
+    def __init__(self, config: _RedisBackendConfig, what: str) -> None:
+        self.config, self.what = config, what
+        self._lock = threading.Lock()
+        self._client: RedisClient | None = None
+        self._closed = False
+
+    def get(self) -> RedisClient:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"the {self.what} is closed")
+            if self._client is None:
+                self._client = plain_client(self.config)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    @contextmanager
+    def translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.RedisClusterException,
+        ) as exc:
+            raise StoreUnavailable(
+                f"{self.what} unavailable: {type(exc).__name__}",
+                retry_after=self.RETRY_AFTER_SECONDS,
+            ) from exc
+        except redis.exceptions.RedisError as exc:
+            raise StoreError(f"{self.what} error: {exc}") from exc
