@@ -26,9 +26,7 @@ from api.routes import (
 from api.routes.experiments import router as experiments_router
 from api.settings import Settings
 from experiments.registry import start_experiments
-from feature_store.credentials_factory import open_credentials
-from feature_store.experiments import open_experiment_registry
-from feature_store.factory import open_store
+from feature_store.factory import open_credentials, open_experiment_registry, open_store
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

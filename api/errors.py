@@ -9,11 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.serving import UnknownCustomer, UnknownDecision
 from engine.errors import InvalidPreference, UnknownOutcomeTarget
 from experiments.definitions import InvalidExperiment
 from feature_store.errors import CustomerErased, StoreUnavailable, UnsupportedCapability
 from feature_store.experiments import DuplicateExperiment, StaleExperiment, UnknownExperiment
-from feature_store.serving import UnknownCustomer, UnknownDecision
 
 
 def field_errors(errors: list[Any], prefix: tuple[str | int, ...] = ()) -> list[dict[str, str]]:

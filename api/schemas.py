@@ -8,12 +8,12 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from api.errors import field_errors
+from api.serving import ANONYMOUS_CUSTOMER, PendingEvent
 from engine.decision import ChosenAction, Decision, DecisionRequest, Reasons
 from engine.events import Channel, Event, Identifier, OutcomeKind
 from engine.identity import Identity
 from engine.preferences import ConsentStatus, Purpose
 from feature_store.base import AppendStatus
-from feature_store.serving import ANONYMOUS_CUSTOMER, PendingEvent
 
 MAX_EVENTS_PER_BATCH = 1000
 

@@ -40,7 +40,8 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
-from api.cli import create_key, load_events
+from api.cli.common import load_events
+from api.cli.keys import create_key
 from bench.loadgen import (
     LAG_PERCENTILES,
     LATENCY_PERCENTILES,
@@ -55,7 +56,7 @@ from bench.redis_memory import redis_server
 from engine.config import EngineConfig
 from feature_store.credentials import Scope
 from feature_store.factory import open_store
-from training.synthetic import PopulationSpec, generate_population
+from training.simulation.population import PopulationSpec, generate_population
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only

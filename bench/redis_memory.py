@@ -6,7 +6,7 @@
 Set-up: a fresh `redis-server` (from PATH) on a free loopback port, in a temporary folder,
 without persistence. The synthetic population `PopulationSpec(customers, seed, start=2026-01-01
 UTC, days)` is loaded through the Redis store (default `RedisStoreConfig`) with
-`api.cli.load_events`, as `rapport demo` loads it; then `--decisions` decisions per customer,
+`api.cli.common.load_events`, as `rapport demo` loads it; then `--decisions` decisions per customer,
 at an ATM an hour apart, are taken and logged as `POST /v1/decisions` does. Every key is then
 found with SCAN, measured with `MEMORY USAGE key SAMPLES 0` (exact: every element is counted)
 and summed by kind of key. The same spec gives the same events, so the same Redis version gives
@@ -40,14 +40,14 @@ from typing import Annotated
 import redis
 import typer
 
-from api.cli import load_events
+from api.cli.common import load_events
+from api.serving import decide_for
 from engine.config import EngineConfig
 from engine.decision import DecisionRequest
 from engine.events import Channel
 from feature_store.factory import open_store
 from feature_store.keys import DEFAULT_PREFIX
-from feature_store.serving import decide_for
-from training.synthetic import PopulationSpec, generate_population
+from training.simulation.population import PopulationSpec, generate_population
 
 HOST = "127.0.0.1"  # loopback only
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -18,9 +18,9 @@ Phases, each in events per second of the events it goes over:
   channel, latest time): what any per-event Python code costs at least;
 * fold: `engine.fold.apply_in_place` per event into a new profile per customer (`known_new`,
   as the stores and replay fold), i.e. replay without reading features;
-* point in time: `feature_store.replay.point_in_time_facts`, the fold plus the facts of the
+* point in time: `feature_store.offline.replay.point_in_time_facts`, the fold plus the facts of the
   profile at each decision (what training examples are made of);
-* from frames: `feature_store.replay.training_examples` from pandas frames shaped like the
+* from frames: `feature_store.offline.replay.training_examples` from pandas frames shaped like the
   offline tables, i.e. also validating each row back into an `Event` and building the frame
   of examples (the decisions have no items, so it holds no rows).
 """
@@ -44,8 +44,8 @@ from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
 from engine.fold import apply_in_place, new_profile
-from feature_store.replay import point_in_time_facts, training_examples
-from training.synthetic import PopulationSpec, iter_customer_histories
+from feature_store.offline.replay import point_in_time_facts, training_examples
+from training.simulation.population import PopulationSpec, iter_customer_histories
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

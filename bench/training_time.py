@@ -6,7 +6,8 @@
 Set-up: synthetic customers (about 72 events each over 180 days) enough for `--events`
 population events, in shards of `--shard-customers` simulated and replayed one after another
 (so memory holds one shard's `Event` objects at a time, and every shard's examples): each shard
-is `training.logged_data.simulate_logs` with `--decisions-per-customer` decisions per customer,
+is `training.simulation.logged_data.simulate_logs` with `--decisions-per-customer` decisions per
+customer,
 answered from the latent truth (its exposures and outcome events are logged too). Customer and
 decision ids get the shard's prefix, so the shards together are one population's examples.
 
@@ -44,10 +45,10 @@ from engine.config import EngineConfig
 from engine.decision import Decision, DecisionRequest
 from engine.events import Channel, Event
 from engine.habits import UsualRequest
-from feature_store.replay import point_in_time_facts
+from feature_store.offline.replay import point_in_time_facts
 from training.bundle import ModelBundle
 from training.dataset import examples_from_logs
-from training.logged_data import SimulatedLogs, simulate_logs
+from training.simulation.logged_data import SimulatedLogs, simulate_logs
 from training.train import TrainConfig, TrainResult, train
 
 #: Population events per customer over 180 days (measured: 71.7 at 1,000 customers).

@@ -25,32 +25,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+# Re-exported: where an event happened is part of the event.
+from engine.channels import CONTACT_CHANNELS as CONTACT_CHANNELS
+from engine.channels import Channel as Channel
 from engine.preferences import ConsentStatus, Purpose, validate_preference
-
-
-class Channel(StrEnum):
-    """The kind of touchpoint an event happened at, or a channel to contact a customer by."""
-
-    ATM = "atm"
-    WEB = "web"
-    MOBILE_APP = "mobile_app"
-    CALL_CENTER = "call_center"
-    BRANCH = "branch"
-    EMAIL = "email"
-    SMS = "sms"
-    CHAT = "chat"
-    SOCIAL = "social"
-    IOT = "iot"
-
-
-#: Channels through which the company can reach out to a customer.
-CONTACT_CHANNELS: tuple[Channel, ...] = (
-    Channel.CALL_CENTER,
-    Channel.EMAIL,
-    Channel.SMS,
-    Channel.MOBILE_APP,
-    Channel.CHAT,
-)
 
 
 class EventType(StrEnum):

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.channels import CONTACT_CHANNELS
 from engine.errors import InvalidPreference
 
 
@@ -44,9 +45,6 @@ def _boolean(value: Any) -> Any:
 
 
 def _channel(value: Any) -> Any:
-    # Imported here: events imports this module for its enums.
-    from engine.events import CONTACT_CHANNELS
-
     allowed = [c.value for c in CONTACT_CHANNELS]
     return _one_of(*allowed)(value)
 

@@ -35,13 +35,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from api.serving import ANONYMOUS_CUSTOMER, Treatment
 from engine.decision import DecisionRequest, ExperimentExposure
 from engine.facts import value_segment
 from engine.next_best_action import DecisionPolicy
 from engine.profile import Profile
 from engine.scoring import Scorer
 from experiments.definitions import Experiment, Variant
-from feature_store.serving import ANONYMOUS_CUSTOMER, Treatment
 
 #: The served model behind a registry alias ("champion", "challenger"...), or None if none is.
 ScorerLookup = Callable[[str], Scorer | None]
@@ -106,7 +106,7 @@ def variant_policy(base: DecisionPolicy | None, variant: Variant) -> VariantPoli
 
 
 class ExperimentAssigner:
-    """The `feature_store.serving.Assigner` of the running experiments: call it with the
+    """The `api.serving.Assigner` of the running experiments: call it with the
     customer's profile and the request; None when the customer takes part in none.
 
     `experiments` are those running at the decision's time, in priority order

@@ -104,7 +104,7 @@ class OfflineLogs:
         self.folder = folder
 
     def decisions(self) -> Iterator[LogEntry]:
-        from feature_store.offline import OfflineStore
+        from feature_store.offline.export import OfflineStore
 
         frame = OfflineStore(self.folder).read("decisions")
         for customer, at, body in zip(
@@ -113,7 +113,7 @@ class OfflineLogs:
             yield LogEntry(str(customer), at.to_pydatetime(), str(body))
 
     def events(self) -> Iterator[LogEntry]:
-        from feature_store.offline import OfflineStore
+        from feature_store.offline.export import OfflineStore
 
         frame = OfflineStore(self.folder).read("events")
         frame = frame[frame["type"].isin(_EVENT_TYPES)]

@@ -1,7 +1,7 @@
 """A synthetic experiment run through the real serving path, for the demo and the tests.
 
 Customers already in `store` (e.g. the synthetic demo population) ask for decisions at
-touchpoints, through `feature_store.serving.decide_for` with the experiment's assigner, so
+touchpoints, through `api.serving.decide_for` with the experiment's assigner, so
 assignment, the variant's policy and the exposure logging are the production ones. The
 customers answer by a latent truth the engine never sees:
 
@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from pydantic import BaseModel
 
+from api.serving import decide_for, record_outcome
 from engine.decision import Decision, DecisionRequest
 from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.facts import value_segment
@@ -36,7 +37,6 @@ from engine.next_best_action import DecisionPolicy
 from experiments.assignment import ExperimentAssigner, ScorerLookup
 from experiments.definitions import Experiment
 from feature_store.base import OnlineStore
-from feature_store.serving import decide_for, record_outcome
 
 BASE_ACCEPTANCE = 0.04
 CONVERSION_SHARE = 0.4

@@ -6,8 +6,8 @@ overwrite each other unknowingly (`replace` is a compare-and-set on the revision
 read the documents: `experiments.registry` turns them into `experiments.definitions.Experiment`
 (the store layer never imports the experiments package).
 
-`open_experiment_registry(url)` opens it from the online store's URL (`RAPPORT_STORE`), as
-`feature_store.credentials_factory.open_credentials` does for API keys:
+`feature_store.factory.open_experiment_registry(url)` opens it from the online store's URL
+(`RAPPORT_STORE`), as `open_credentials` does for API keys:
 
 * `sqlite:///path.db`: the table `experiments` in the online store's file;
 * `redis://host:port/db`, `redis+cluster://host:port`: one hash (one cluster slot).
@@ -16,11 +16,9 @@ read the documents: `experiments.registry` turns them into `experiments.definiti
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from feature_store.errors import StoreError
-from feature_store.factory import opener_for, sqlite_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,32 +69,3 @@ class ExperimentRegistry(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The registry must not be used afterwards."""
-
-
-def open_experiment_registry(url: str) -> ExperimentRegistry:
-    """Open the experiment registry of the backend `url` names.
-
-    Raises UnsupportedStoreUrl for a scheme no registry implements or a malformed URL, and
-    StoreUnavailable when it cannot be reached or created. Messages never echo the URL.
-    """
-    return opener_for(url, _OPENERS, "experiment registry")(url)
-
-
-def _open_sqlite(url: str) -> ExperimentRegistry:
-    from feature_store.experiments_sqlite import SQLiteExperimentRegistry
-
-    return SQLiteExperimentRegistry(sqlite_path(url))
-
-
-def _open_redis(url: str) -> ExperimentRegistry:
-    from feature_store.experiments_redis import open_redis_experiments
-
-    return open_redis_experiments(url)
-
-
-#: Scheme -> opener, the same schemes as `feature_store.factory.open_store`.
-_OPENERS: dict[str, Callable[[str], ExperimentRegistry]] = {
-    "sqlite": _open_sqlite,
-    "redis": _open_redis,
-    "redis+cluster": _open_redis,
-}

@@ -1,4 +1,11 @@
-"""`open_store`: turns a store URL (`RAPPORT_STORE`) into an `OnlineStore`, so callers never branch.
+"""The factories: a store URL (`RAPPORT_STORE`) opens the online store, its API keys and its
+experiment registry in the backend it names, so callers never branch.
+
+* `open_store(url, config)`: the `OnlineStore`;
+* `open_credentials(url)`: the `CredentialStore` (the table `api_keys` in the SQLite file, or
+  keys under the store's prefix in Redis);
+* `open_experiment_registry(url)`: the `ExperimentRegistry` (the table `experiments`, or one
+  Redis hash in one cluster slot).
 
 Supported URLs:
 
@@ -21,10 +28,17 @@ from urllib.parse import unquote, urlsplit
 
 from engine.config import EngineConfig
 from feature_store.base import OnlineStore
+from feature_store.credentials import CredentialStore
 from feature_store.errors import StoreUnavailable, UnsupportedStoreUrl
-from feature_store.redis import RedisStore, RedisStoreConfig
-from feature_store.redis_connection import redis_config_from_url
-from feature_store.sqlite import SQLiteStore, SQLiteStoreConfig
+from feature_store.experiments import ExperimentRegistry
+from feature_store.redis.config import RedisStoreConfig
+from feature_store.redis.connection import redis_config_from_url
+from feature_store.redis.credentials import open_redis_credentials
+from feature_store.redis.experiments import open_redis_experiments
+from feature_store.redis.store import RedisStore
+from feature_store.sqlite.credentials import SQLiteCredentialStore
+from feature_store.sqlite.experiments import SQLiteExperimentRegistry
+from feature_store.sqlite.store import SQLiteStore, SQLiteStoreConfig
 
 _SQLITE_EXAMPLE = "sqlite:///var/rapport.db"
 
@@ -38,6 +52,26 @@ def open_store(url: str, config: EngineConfig) -> OnlineStore:
     StoreUnavailable when the store cannot be reached or created.
     """
     return opener_for(url, _OPENERS, "store")(url, config)
+
+
+def open_credentials(url: str) -> CredentialStore:
+    """Open the credential store of the backend `url` names: API keys live in the same backend
+    as the online store, so one URL configures both.
+
+    Raises UnsupportedStoreUrl for a scheme no store implements or a malformed URL, and
+    StoreUnavailable when the store cannot be reached or created. Messages never echo the URL
+    (it may hold a password).
+    """
+    return opener_for(url, _CREDENTIAL_OPENERS, "credential store")(url)
+
+
+def open_experiment_registry(url: str) -> ExperimentRegistry:
+    """Open the experiment registry of the backend `url` names.
+
+    Raises UnsupportedStoreUrl for a scheme no registry implements or a malformed URL, and
+    StoreUnavailable when it cannot be reached or created. Messages never echo the URL.
+    """
+    return opener_for(url, _EXPERIMENT_OPENERS, "experiment registry")(url)
 
 
 def opener_for(url: str, openers: Mapping[str, Opener], what: str) -> Opener:
@@ -89,4 +123,25 @@ _OPENERS: dict[str, Callable[[str, EngineConfig], OnlineStore]] = {
     "sqlite": _open_sqlite,
     "redis": _open_redis,
     "redis+cluster": _open_redis,
+}
+
+
+def _open_sqlite_credentials(url: str) -> CredentialStore:
+    return SQLiteCredentialStore(sqlite_path(url))
+
+
+def _open_sqlite_experiments(url: str) -> ExperimentRegistry:
+    return SQLiteExperimentRegistry(sqlite_path(url))
+
+
+_CREDENTIAL_OPENERS: dict[str, Callable[[str], CredentialStore]] = {
+    "sqlite": _open_sqlite_credentials,
+    "redis": open_redis_credentials,
+    "redis+cluster": open_redis_credentials,
+}
+
+_EXPERIMENT_OPENERS: dict[str, Callable[[str], ExperimentRegistry]] = {
+    "sqlite": _open_sqlite_experiments,
+    "redis": open_redis_experiments,
+    "redis+cluster": open_redis_experiments,
 }

@@ -37,7 +37,7 @@ key                      type     holds
 `rp:order:{<log>}:c`     hash     how far each shard is ordered (shard -> seq), `n` the last seq
 =======================  =======  ============================================================
 
-Log shards (`feature_store.redis_log`): on a cluster, one per hash slot, and `<s>` is a tag
+Log shards (`feature_store.redis.log`): on a cluster, one per hash slot, and `<s>` is a tag
 that hashes to that slot (`slot_tag`), so a customer's commit appends to its slot's shard in the
 same script; on one server a single shard, `<s>` = `0`. The tags are stored data: the way
 they are chosen never changes.

@@ -4,7 +4,8 @@ A `ModelBundle` implements `engine.scoring.Scorer` (in place of the online smoot
 three models: the propensity classifier (`training.propensity`), the customers' affinities
 (`training.affinity`: ALS, past answers and segment rates, features of the classifier) and
 default acceptance (`training.default_acceptance`). Serving computes features exactly as
-training did: `feature_store.replay.flatten_facts(facts)` through the classifier's own encoder.
+training did: `feature_store.offline.replay.flatten_facts(facts)` through the classifier's own
+encoder.
 Scoring a decision is in-process numpy, about 0.2 ms for 16 actions (bench/training_time.py).
 
 Posteriors: for an action with model probability p, Beta(p * n, (1 - p) * n), where the
@@ -49,7 +50,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from engine.decision import DecisionRequest
 from engine.facts import Facts
 from engine.habits import UsualRequest
-from feature_store.replay import feature_columns, flatten_facts
+from feature_store.offline.replay import feature_columns, flatten_facts
 from training.affinity import AffinityModel
 from training.default_acceptance import DefaultAcceptanceModel
 from training.propensity import PropensityModel

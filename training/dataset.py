@@ -1,6 +1,6 @@
 """Training examples from the logs: the point-in-time replay, plus what the decision logged.
 
-`feature_store.replay.training_examples` gives one row per returned item with the profile's
+`feature_store.offline.replay.training_examples` gives one row per returned item with the profile's
 facts as they stood before the decision. Two things the models need are not facts but were
 logged with the decision itself, so they are exactly what the engine saw:
 
@@ -28,8 +28,8 @@ import pandas as pd
 
 from engine.config import EngineConfig
 from engine.decision import Decision
-from feature_store.offline import STATE_FILE, OfflineStore
-from feature_store.replay import EventLog, training_examples
+from feature_store.offline.export import STATE_FILE, OfflineStore
+from feature_store.offline.replay import EventLog, training_examples
 
 DEFAULT_CHANNEL = "default_channel"
 DEFAULT_MATCHES = "default_matches"

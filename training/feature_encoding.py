@@ -1,8 +1,9 @@
 """The numbers a classifier sees for a decision: one encoding for training and for serving.
 
-A decision's features are `feature_store.replay.feature_columns()`: the training examples hold
+A decision's features are `feature_store.offline.replay.feature_columns()`: the training examples
+hold
 them as columns (from the point-in-time replay), and a served decision gets them from
-`feature_store.replay.flatten_facts(facts)`. Both go through `FeatureEncoder.encode`, one
+`feature_store.offline.replay.flatten_facts(facts)`. Both go through `FeatureEncoder.encode`, one
 vectorised function over a block of rows (a frame in training, a single row when serving), so
 what the model sees cannot drift between the two:
 
@@ -26,7 +27,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from engine.facts import FIELDS, FactType
-from feature_store.replay import FeatureValue, feature_columns
+from feature_store.offline.replay import FeatureValue, feature_columns
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -29,7 +29,7 @@ from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from engine.facts import FIELDS, FactType
-from feature_store.replay import feature_columns
+from feature_store.offline.replay import feature_columns
 from training.bundle import ModelBundle
 from training.train import TrainResult
 
@@ -69,7 +69,7 @@ class BundleModel(PythonModel):
     """The bundle as an MLflow pyfunc: predicts P(accept) of each row's action.
 
     Input: `customer_id`, `item_id` (the action) and the feature columns of
-    `feature_store.replay.feature_columns()`; output: one probability per row.
+    `feature_store.offline.replay.feature_columns()`; output: one probability per row.
     """
 
     def load_context(self, context: PythonModelContext) -> None:

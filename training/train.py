@@ -35,7 +35,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from feature_store.replay import KEY_COLUMNS, LABEL_COLUMNS, feature_columns
+from feature_store.offline.replay import KEY_COLUMNS, LABEL_COLUMNS, feature_columns
 from training.affinity import AffinityModel, AffinityParams, fit_affinity, point_in_time_features
 from training.baselines import OnlineRatesScorer, PopularityScorer
 from training.boosting import BoostingParams, FittedTrees, fit_calibrated_trees

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Query
 from api.auth import require
 from api.deps import Now, Store
 from api.schemas import PreferencesUpdate
+from api.serving import customer_view, ingest, preference_events
 from engine.customer_view import CustomerView
 from feature_store.credentials import Scope
-from feature_store.serving import customer_view, ingest, preference_events
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 

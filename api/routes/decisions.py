@@ -3,9 +3,9 @@ from fastapi import APIRouter
 from api.auth import require
 from api.deps import ExperimentAssignment, IdentitySecret, Now, Policy, ServedModel, Store
 from api.schemas import DecisionIn, DecisionOut
+from api.serving import decide_for, logged_decision
 from engine.decision import Decision
 from feature_store.credentials import Scope
-from feature_store.serving import decide_for, logged_decision
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 

@@ -3,8 +3,8 @@ from fastapi import APIRouter
 from api.auth import require
 from api.deps import IdentitySecret, Now, Store
 from api.schemas import EventBatch, EventBatchResult, batch_result, parse_event
+from api.serving import PendingEvent, ingest, route_to_customers
 from feature_store.credentials import Scope
-from feature_store.serving import PendingEvent, ingest, route_to_customers
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

@@ -3,9 +3,9 @@ from fastapi import APIRouter
 from api.auth import require
 from api.deps import IdentitySecret, Now, Store
 from api.schemas import LinkRequest
+from api.serving import link_identities
 from feature_store.base import IdentityLink
 from feature_store.credentials import Scope
-from feature_store.serving import link_identities
 
 router = APIRouter(prefix="/v1/identities", tags=["identities"])
 

@@ -3,9 +3,9 @@ from fastapi import APIRouter
 from api.auth import require
 from api.deps import Now, Store
 from api.schemas import OutcomeIn, OutcomeOut
+from api.serving import record_outcome
 from feature_store.base import AppendStatus
 from feature_store.credentials import Scope
-from feature_store.serving import record_outcome
 
 router = APIRouter(prefix="/v1/outcomes", tags=["outcomes"])
 

@@ -3,16 +3,16 @@ from fastapi import APIRouter
 from api.auth import require
 from api.deps import Now, Store
 from api.schemas import ConsentsUpdate, ErasureOut
-from engine.customer_view import CustomerView
-from feature_store.base import CustomerExport
-from feature_store.credentials import Scope
-from feature_store.serving import (
+from api.serving import (
     consent_events,
     customer_view,
     erase_customer,
     export_customer,
     ingest,
 )
+from engine.customer_view import CustomerView
+from feature_store.base import CustomerExport
+from feature_store.credentials import Scope
 
 router = APIRouter(prefix="/v1/customers", tags=["privacy"])
 

@@ -2,9 +2,9 @@ from fastapi import APIRouter
 
 from api.auth import require
 from api.deps import Store
+from api.serving import touchpoint_stats
 from engine.touchpoints import TouchpointStats
 from feature_store.credentials import Scope
-from feature_store.serving import touchpoint_stats
 
 router = APIRouter(prefix="/v1/touchpoints", tags=["touchpoints"])
 

@@ -17,7 +17,7 @@ import uvicorn
 from api.app import create_app
 from api.settings import Settings
 from feature_store.credentials import Scope, issue_key
-from feature_store.credentials_factory import open_credentials
+from feature_store.factory import open_credentials
 
 
 def free_port() -> int:

@@ -19,9 +19,9 @@ from api.app import create_app
 from api.auth import PUBLIC_PATHS, KeyAuthenticator, ScopeRequirement, require
 from api.settings import Settings
 from feature_store.credentials import Scope, issue_key
-from feature_store.credentials_factory import open_credentials
-from feature_store.credentials_sqlite import SQLiteCredentialStore
 from feature_store.errors import StoreUnavailable
+from feature_store.factory import open_credentials
+from feature_store.sqlite.credentials import SQLiteCredentialStore
 from tests.api.conftest import LiveServer, bearer, create_key
 
 DECISION = {"customer_id": "cust-1", "touchpoint": "atm-0042", "channel": "atm"}

@@ -16,7 +16,7 @@ from engine.catalogue import RETAIL_BANK_CATALOGUE, load_catalogue
 from experiments.definitions import InvalidExperiment
 from experiments.registry import list_experiments, start_experiments
 from feature_store.credentials import Scope
-from feature_store.experiments import open_experiment_registry
+from feature_store.factory import open_experiment_registry
 from tests.api.conftest import LiveServer, bearer, create_key
 from tests.feature_store.redis_servers import RedisServer
 

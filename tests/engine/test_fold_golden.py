@@ -9,7 +9,8 @@ the fold's semantics (which also needs a replay of stored profiles):
 
 Two histories:
 
-* synthetic: customers of a seeded `training.synthetic` population in time order, folded as
+* synthetic: customers of a seeded `training.simulation.population` population in time order,
+folded as
   replay folds them (`apply_in_place`, `known_new`), with the default config;
 * mixed: a seeded stream of every event type (profiling revocations, decimals, options,
   non-UTC offsets, resent events) arriving shuffled, folded with a tight config so that every
@@ -32,7 +33,7 @@ from engine.config import EngineConfig
 from engine.events import Event
 from engine.fold import apply_in_place, fold_in_place, fold_with_status, new_profile
 from engine.profile import Profile
-from training.synthetic import PopulationSpec, generate_population
+from training.simulation.population import PopulationSpec, generate_population
 
 GOLDEN = Path(__file__).parent / "data" / "golden_profiles.json"
 SPEC = PopulationSpec(customers=12, seed=11, start=datetime(2026, 1, 1, tzinfo=UTC), days=90)
@@ -245,8 +246,8 @@ def test_replay_of_the_synthetic_population_gives_the_golden_profiles(
 ) -> None:
     histories = synthetic_histories()
     assert events_digest(histories) == expected["synthetic"]["events_sha256"], (
-        "training.synthetic generates other events now: regenerate the golden file with a "
-        "fold known to be right, e.g. the last commit's (see the module docstring)"
+        "training.simulation.population generates other events now: regenerate the golden file "
+        "with a fold known to be right, e.g. the last commit's (see the module docstring)"
     )
     profiles = fold_synthetic(histories)
     assert list(profiles) == list(expected["synthetic"]["profiles"])

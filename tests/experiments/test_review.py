@@ -33,8 +33,8 @@ from experiments.review import review_experiment, review_logged_experiment
 from experiments.simulation import SimulationSpec, simulate_experiment
 from feature_store.base import OnlineStore
 from feature_store.factory import open_store
-from feature_store.offline import OfflineStore
-from training.synthetic import PopulationSpec, generate_population
+from feature_store.offline.export import OfflineStore
+from training.simulation.population import PopulationSpec, generate_population
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TEXT = Reasons(en="x", it="x")
@@ -299,7 +299,7 @@ def population_store(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[OnlineStore, list[str]]]:
     """150 synthetic customers in a real SQLite store; the decision logs start empty."""
-    from api.cli import load_events
+    from api.cli.common import load_events
 
     path: Path = tmp_path_factory.mktemp("store") / "rapport.db"
     population = generate_population(

@@ -1,5 +1,5 @@
 """The logs' part of the store contract: `read_log` and `erased_digests`, what `rapport export`
-(feature_store/offline.py) relies on.
+(feature_store/offline/export.py) relies on.
 
 `OnlineStoreContract` inherits it, so every backend runs it with the suite's fixtures (`store`,
 `store_opener`, `new_backend`).

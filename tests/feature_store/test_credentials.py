@@ -27,11 +27,11 @@ from feature_store.credentials import (
     is_well_formed,
     issue_key,
 )
-from feature_store.credentials_factory import open_credentials
-from feature_store.credentials_redis import RedisCredentialStore
-from feature_store.credentials_sqlite import SQLiteCredentialStore
 from feature_store.errors import StoreUnavailable, UnsupportedStoreUrl
-from feature_store.sqlite import SCHEMA_VERSION, SQLiteStore, SQLiteStoreConfig
+from feature_store.factory import open_credentials
+from feature_store.redis.credentials import RedisCredentialStore
+from feature_store.sqlite.credentials import SQLiteCredentialStore
+from feature_store.sqlite.store import SCHEMA_VERSION, SQLiteStore, SQLiteStoreConfig
 from tests.feature_store.contract import CONFIG, withdrawal
 from tests.feature_store.redis_servers import free_port
 

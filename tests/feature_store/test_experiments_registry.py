@@ -29,8 +29,8 @@ from feature_store.experiments import (
     ExperimentRegistry,
     StaleExperiment,
     UnknownExperiment,
-    open_experiment_registry,
 )
+from feature_store.factory import open_experiment_registry
 from tests.feature_store.redis_servers import RedisServer, free_port
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

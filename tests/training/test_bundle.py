@@ -23,9 +23,9 @@ from engine.fold import apply_in_place, new_profile
 from engine.habits import usual_requests
 from engine.profile import Profile
 from engine.scoring import Scorer
-from feature_store.replay import feature_columns
+from feature_store.offline.replay import feature_columns
 from training.bundle import FORMAT_VERSION, BundleInvalid, ModelBundle
-from training.logged_data import simulated_examples, simulated_logs
+from training.simulation.logged_data import simulated_examples, simulated_logs
 from training.train import TrainConfig, train
 
 CUSTOMERS, DECISIONS, SEED = 150, 3_000, 2  # as tests/training/test_models.py: one simulation

@@ -22,7 +22,7 @@ from engine.fold import apply_in_place, new_profile, request_record
 from engine.habits import UsualRequest
 from training.affinity import fit_affinity, point_in_time_features
 from training.evaluate import evaluate
-from training.logged_data import simulate_logs, simulated_examples, simulated_logs
+from training.simulation.logged_data import simulate_logs, simulated_examples, simulated_logs
 from training.train import TrainConfig, TrainResult, time_split, train
 
 #: Few customers, many decisions each: enough of a customer's own answers to learn from.

@@ -24,15 +24,15 @@ from api.cli import app
 from api.settings import Settings
 from engine.config import EngineConfig
 from feature_store.factory import open_store
-from feature_store.offline import OfflineStore
+from feature_store.offline.export import OfflineStore
 from training.dataset import examples_from_logs
-from training.logged_data import SimulatedLogs, simulate_logs
 from training.registry import (
     CHALLENGER,
     CHAMPION,
     ModelRegistry,
     PromotionRule,
 )
+from training.simulation.logged_data import SimulatedLogs, simulate_logs
 
 CUSTOMERS, DECISIONS, DAYS, SEED = 100, 800, 60, 7
 MODEL = "rapport-nba"

@@ -13,9 +13,9 @@ import pytest
 from engine.config import EngineConfig
 from engine.identity import customer_digest
 from feature_store.factory import open_store
-from feature_store.offline import OfflineStore
+from feature_store.offline.export import OfflineStore
 from training.dataset import DECISION_COLUMNS, examples_from_logs, load_examples
-from training.logged_data import SimulatedLogs, simulated_logs
+from training.simulation.logged_data import SimulatedLogs, simulated_logs
 from training.train import NotEnoughData, TrainConfig, time_split, train
 
 CONFIG = EngineConfig()
