@@ -299,9 +299,10 @@ class RegistrySource:
     """The MLflow model registry, opened on first use (importing MLflow takes seconds), and
     not at all while a local SQLite store has no database file yet (nothing was trained)."""
 
-    def __init__(self, uri: str, name: str) -> None:
+    def __init__(self, uri: str, name: str, *, signing_key: bytes | None = None) -> None:
         self.uri = uri
         self.name = name
+        self._signing_key = signing_key
         self._registry: ModelRegistry | None = None
 
     def alias_versions(self) -> dict[str, str]:
@@ -334,7 +335,7 @@ class RegistrySource:
                 return None
             from training.registry import ModelRegistry
 
-            self._registry = ModelRegistry(self.uri, self.name)
+            self._registry = ModelRegistry(self.uri, self.name, signing_key=self._signing_key)
         return self._registry
 
 
@@ -363,7 +364,10 @@ def smoke_test(action_ids: Sequence[str]) -> Callable[[Scorer], None]:
 
 def open_model_server(settings: Settings, action_ids: Sequence[str]) -> ModelServer:
     return ModelServer(
-        RegistrySource(settings.mlflow_uri, settings.model_name), validate=smoke_test(action_ids)
+        RegistrySource(
+            settings.mlflow_uri, settings.model_name, signing_key=settings.model_signing_key_bytes()
+        ),
+        validate=smoke_test(action_ids),
     )
 
 

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     model_name: str = Field(
         "rapport-nba", min_length=1, description="Registered model that training versions."
     )
+    model_signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC key (RAPPORT_MODEL_SIGNING_KEY) that training signs a registered "
+        "bundle's digest with and the API verifies before serving it. Required in production; "
+        "without it digests are plain SHA-256, which catches a changed file but not a forgery.",
+    )
     model_poll_seconds: float = Field(
         30.0,
         ge=0,
@@ -184,6 +190,8 @@ class Settings(BaseSettings):
             and self.identity_secret.get_secret_value() == DEVELOPMENT_IDENTITY_SECRET
         ):
             raise ValueError("RAPPORT_IDENTITY_SECRET must be set in production")
+        if self.environment == "production" and not self.model_signing_key_bytes():
+            raise ValueError("RAPPORT_MODEL_SIGNING_KEY must be set in production")
         return self
 
     @model_validator(mode="after")
@@ -217,3 +225,9 @@ class Settings(BaseSettings):
             exploration=self.exploration,
             objective=self.objective,
         )
+
+    def model_signing_key_bytes(self) -> bytes | None:
+        """The model signing key as bytes; None when unset or empty."""
+        if self.model_signing_key is None:
+            return None
+        return self.model_signing_key.get_secret_value().encode() or None

@@ -6,11 +6,21 @@ Promotion history is kept on the versions themselves: a promoted version carries
 `previous_champion` (the version it replaced), so `rollback` walks back one promotion at a time,
 and the challenger's training run records why it was promoted or refused (`promotion.*` tags
 and metrics).
+
+Bundles are authenticated by the registry, not by themselves: at registration the digest of the
+version's bundle files (`folder_checksum`) is recorded on the version as the tag
+`rapport.bundle_digest`, and `load_version` refuses a bundle whose files do not give that
+digest. A bundle's own `manifest.json` only vouches for itself (whoever edits a file can rewrite
+its checksum there), so it catches corruption, not forgery. With a signing key
+(RAPPORT_MODEL_SIGNING_KEY, required in production) the recorded digest is an HMAC-SHA256 of the
+checksum that only holders of the key (the trainer and the API) can produce, so even someone who
+can write to the registry cannot make the API serve a model of their own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -32,6 +42,8 @@ CHALLENGER = "challenger"
 #: Where the bundle lies inside a registered version's artifacts (see training.tracking).
 BUNDLE_PATH = "artifacts/bundle"
 PREVIOUS_CHAMPION = "previous_champion"
+#: The version tag holding the bundle's digest: "sha256:<hex>" or "hmac-sha256:<hex>".
+BUNDLE_DIGEST_TAG = "rapport.bundle_digest"
 
 
 class RegistryError(Exception):
@@ -40,6 +52,11 @@ class RegistryError(Exception):
 
 class NoSuchVersion(RegistryError):
     """No version with this number, or no version behind this alias."""
+
+
+class BundleNotAuthenticated(RegistryError):
+    """A version's bundle does not match the digest the registry recorded at registration (or
+    has none, or was recorded without the signature this deployment requires)."""
 
 
 class NoComparison(RegistryError):
@@ -133,9 +150,12 @@ class ModelRegistry:
     Every method raises RegistryError (or a subclass) when the registry cannot answer.
     """
 
-    def __init__(self, uri: str, name: str) -> None:
+    def __init__(self, uri: str, name: str, *, signing_key: bytes | None = None) -> None:
+        """`signing_key`: the HMAC key bundle digests are recorded and verified with; None
+        records and accepts plain SHA-256 digests (development)."""
         self.uri = uri
         self.name = name
+        self._signing_key = signing_key or None
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         # MLflow's download progress bars would interleave with the API's JSON logs and the
         # CLI's own progress bars.
@@ -188,6 +208,12 @@ class ModelRegistry:
                     self.name, description="Rapport's acceptance model (next-best-action)."
                 )
             created = self.client.create_model_version(self.name, model_uri, run_id=run_id)
+            version = str(created.version)
+            with tempfile.TemporaryDirectory(prefix="rapport-model-") as scratch:
+                checksum = folder_checksum(self.download_bundle(version, Path(scratch)))
+            self.client.set_model_version_tag(
+                self.name, version, BUNDLE_DIGEST_TAG, self._digest(checksum)
+            )
             if alias is not None:
                 self.client.set_registered_model_alias(self.name, alias, created.version)
         return self.version(str(created.version))
@@ -269,15 +295,46 @@ class ModelRegistry:
         return Path(path)
 
     def load_version(self, version: str) -> LoadedVersion:
-        """Download `version` and load its bundle, checking the manifest's checksums (raises
-        training.bundle.BundleInvalid on a mismatch). The bundle is read into memory; the
+        """Download `version`, check its files against the digest the registry recorded at
+        registration (raises BundleNotAuthenticated), then load its bundle, checking the
+        manifest (raises training.bundle.BundleInvalid). The bundle is read into memory; the
         downloaded files are removed."""
         described = self.version(version)
         with tempfile.TemporaryDirectory(prefix="rapport-model-") as scratch:
             folder = self.download_bundle(version, Path(scratch))
             checksum = folder_checksum(folder)
+            self._authenticate(version, described.tags.get(BUNDLE_DIGEST_TAG), checksum)
             bundle = ModelBundle.load(folder, version=f"{self.name}/{version}")
         return LoadedVersion(described, bundle, checksum)
+
+    def _digest(self, checksum: str) -> str:
+        """What the registry records for a bundle of `checksum`."""
+        if self._signing_key is None:
+            return f"sha256:{checksum}"
+        signature = hmac.new(self._signing_key, checksum.encode(), hashlib.sha256).hexdigest()
+        return f"hmac-sha256:{signature}"
+
+    def _authenticate(self, version: str, recorded: str | None, checksum: str) -> None:
+        if recorded is None:
+            raise BundleNotAuthenticated(
+                f"version {version} has no recorded bundle digest ({BUNDLE_DIGEST_TAG}): "
+                "register it again (rapport train)"
+            )
+        signed = recorded.startswith("hmac-sha256:")
+        if self._signing_key is not None and not signed:
+            raise BundleNotAuthenticated(
+                f"version {version} was registered without a signature, and this deployment "
+                "requires one (RAPPORT_MODEL_SIGNING_KEY)"
+            )
+        if self._signing_key is None and signed:
+            raise BundleNotAuthenticated(
+                f"version {version} is signed; set RAPPORT_MODEL_SIGNING_KEY to verify it"
+            )
+        if not hmac.compare_digest(recorded, self._digest(checksum)):
+            raise BundleNotAuthenticated(
+                f"version {version}: checksum mismatch: the bundle's files do not match the "
+                "digest recorded at registration (changed since)"
+            )
 
     # ---- internals ----
 

@@ -356,7 +356,9 @@ def _registry(settings: Settings) -> ModelRegistry | None:
 def _open_registry(settings: Settings) -> ModelRegistry:
     from training.registry import ModelRegistry
 
-    return ModelRegistry(settings.mlflow_uri, settings.model_name)
+    return ModelRegistry(
+        settings.mlflow_uri, settings.model_name, signing_key=settings.model_signing_key_bytes()
+    )
 
 
 def _versions_to_evaluate(aliases: Mapping[str, str], versions: Sequence[str]) -> dict[str, str]:
