@@ -202,6 +202,9 @@ class Experiment(BaseModel):
                 raise _at(f"variants.{index}.name", f"repeats the variant name {name!r}")
         if not any(variant.weight > 0 for variant in self.variants):
             raise _at("variants", "at least one variant needs a positive weight")
+        small = _too_small_share([variant.weight for variant in self.variants])
+        if small is not None:
+            raise _at(f"variants.{small[0]}.weight", small[1])
         if self.control is not None and self.control not in names:
             raise _at("control", f"is not a variant; variants are {names}")
         if self.stop is not None and self.stop <= self.start:
@@ -249,6 +252,9 @@ class Experiment(BaseModel):
         for name, weight in weights.items():
             if not (math.isfinite(weight) and 0 <= weight <= 1_000_000):
                 raise InvalidExperiment(f"weights.{name}", "must be a number in [0, 1000000]")
+        small = _too_small_share([float(weights[v.name]) for v in self.variants])
+        if small is not None:
+            raise InvalidExperiment(f"weights.{self.variants[small[0]].name}", small[1])
         variants = [v.model_copy(update={"weight": float(weights[v.name])}) for v in self.variants]
         return validated(self.model_dump(mode="json") | {"variants": _dumped(variants)})
 
@@ -328,3 +334,21 @@ def load_experiments(path: str | PathLike[str]) -> list[Experiment]:
 
 def _joined(prefix: str, field: str) -> str:
     return f"{prefix}.{field}" if field else prefix
+
+
+#: The smallest share of traffic a variant with a positive weight may get: below it, hashing
+#: would almost never assign it and no analysis (SRM, lift) can say anything about it.
+MIN_TRAFFIC_SHARE = 1e-4
+
+
+def _too_small_share(weights: list[float]) -> tuple[int, str] | None:
+    """The position of the first positive weight giving less than MIN_TRAFFIC_SHARE of the
+    traffic, and why it is refused; None when every share is usable."""
+    total = sum(weights)
+    for index, weight in enumerate(weights):
+        if weight > 0 and weight / total < MIN_TRAFFIC_SHARE:
+            return index, (
+                f"gives {weight / total:.2g} of the traffic; a variant needs 0 or at least "
+                f"{MIN_TRAFFIC_SHARE:g} of it"
+            )
+    return None

@@ -62,8 +62,7 @@ def check_sample_ratio(
     shares = {name: weights[name] / total_weight for name in names}
     total_units = sum(observed_units.values())
     chi_square = sum(
-        (observed_units[name] - shares[name] * total_units) ** 2 / (shares[name] * total_units)
-        for name in names
+        _chi_square_term(observed_units[name], shares[name] * total_units) for name in names
     )
     p_value = float(special.chdtrc(len(names) - 1, chi_square))  # chi-square survival
     return SampleRatioCheck(
@@ -73,6 +72,14 @@ def check_sample_ratio(
         p_value=float(p_value),
         mismatch=bool(p_value < SRM_P_VALUE_THRESHOLD),
     )
+
+
+def _chi_square_term(observed: int, expected: float) -> float:
+    """(observed - expected)^2 / expected; a variant expected to get (next to) nothing that got
+    units is as far from its share as can be, and one that got none fits it."""
+    if expected <= 0 or not math.isfinite(observed / expected):
+        return math.inf if observed > 0 else 0.0
+    return (observed - expected) ** 2 / expected
 
 
 def _traffic_weight(variant: str, weight: float) -> float:
