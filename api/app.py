@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager, closing
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Send
+from starlette.types import Scope as StarletteScope
 
 from api.auth import KeyAuthenticator, install_auth_error_handlers
 from api.errors import install_error_handlers
-from api.logs import AccessLog, configure_logging
+from api.logs import AccessLog, configure_logging, log_unhandled
 from api.model_server import open_model_server, start_serving, stop_serving
 from api.routes import (
     customers,
@@ -27,6 +29,24 @@ from api.routes.experiments import router as experiments_router
 from api.settings import Settings
 from experiments.registry import start_experiments
 from feature_store.factory import open_credentials, open_experiment_registry, open_store
+
+
+class RapportApp(FastAPI):
+    """FastAPI that logs the errors no handler answered itself, without personal data.
+
+    Starlette answers such an error with a 500, then raises it again for the server to log,
+    and uvicorn would log it with its message (a validation error's message quotes the input).
+    Here it is logged scrubbed (types and frames, see `api.logs`) and stops.
+    """
+
+    async def __call__(self, scope: StarletteScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # start-up failures stop the server: let it say why
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:  # the 500 has been sent; the error only remains to be logged
+            log_unhandled(exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 await stop_serving(polling)
 
-    app = FastAPI(
+    app = RapportApp(
         title="Rapport",
         version="0.1.0",
         summary="Learning-relationship personalisation: events in, defaults and actions out.",

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.serving import UnknownCustomer, UnknownDecision
 from engine.errors import InvalidPreference, UnknownOutcomeTarget
@@ -37,7 +38,38 @@ def error_body(
     return {"error": code, "message": message, "errors": errors or []}
 
 
+#: The error code of an HTTP error raised by the framework itself (a body it cannot parse, a
+#: path no route has, a method the route does not take).
+HTTP_ERROR_CODES = {
+    400: "invalid_body",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        # The framework's details are fixed texts ("Not Found", "There was an error parsing
+        # the body"), never the input.
+        message = str(exc.detail) if isinstance(exc.detail, str) else code.replace("_", " ")
+        return JSONResponse(
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+            content=error_body(code, message.lower()),
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Logged, scrubbed, by api.app.RapportApp once this answer is sent.
+        return JSONResponse(
+            status_code=500,
+            content=error_body("internal_error", "internal error; it has been logged"),
+        )
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = field_errors(list(exc.errors()))

@@ -1,10 +1,20 @@
-"""Structured logs without personal data: route templates, never paths, ids or amounts."""
+"""Structured logs without personal data: route templates, never paths, ids or amounts.
+
+Every line is one JSON object with its UTC time. An exception is logged as its types and the
+places it passed through (file, line, function), never its message or its values: messages of
+validation errors quote the input (pydantic's `input_value`), and the input of this API is
+personal data (customer ids, identifiers, amounts).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,15 +22,45 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger("rapport.access")
 
 
+#: Where the project's code lives: frames are named relative to it (site-packages as is).
+_ROOT = Path(__file__).resolve().parent.parent
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
         entry.update(getattr(record, "fields", {}))
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["error"] = scrubbed_exception(record.exc_info[1])
         return json.dumps(entry)
+
+
+def scrubbed_exception(exc: BaseException) -> dict[str, Any]:
+    """The exception's types (its causes included) and the frames it passed through, without
+    its message or any value: what an operator needs to find the bug, nothing about who."""
+    types: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(types) < 8:
+        types.append(f"{type(seen).__module__}.{type(seen).__qualname__}")
+        seen = seen.__cause__ or seen.__context__
+    return {"types": types, "frames": _frames(exc.__traceback__)}
+
+
+def _frames(tb: TracebackType | None) -> list[str]:
+    frames = []
+    for frame in traceback.extract_tb(tb)[-20:]:
+        path = Path(frame.filename)
+        try:
+            name = path.resolve().relative_to(_ROOT).as_posix()
+        except ValueError:
+            name = path.name
+        frames.append(f"{name}:{frame.lineno} in {frame.name}")
+    return frames
 
 
 def configure_logging(level: str) -> None:
@@ -30,6 +70,12 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def log_unhandled(exc: BaseException) -> None:
+    """An error no handler answered (the client got a 500): logged here, scrubbed, so that the
+    server does not log it with its message."""
+    logging.getLogger("rapport.errors").error("unhandled error", exc_info=exc)
 
 
 class AccessLog:

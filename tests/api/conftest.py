@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from api.app import create_app
 from api.settings import Settings
@@ -29,10 +30,10 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn in a background thread; stops when the test ends."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: FastAPI | None = None) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            create_app(settings),
+            app or create_app(settings),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
@@ -40,6 +41,11 @@ class LiveServer:
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @classmethod
+    def for_app(cls, app: FastAPI) -> LiveServer:
+        """Serve an app built (and changed) by the test itself."""
+        return cls(app.state.settings, app)
 
     @property
     def url(self) -> str:
