@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager, closing, suppress
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Send
 from starlette.types import Scope as StarletteScope
 
-from api.auth import KeyAuthenticator, install_auth_error_handlers
+from api.auth import KeyAuthenticator, install_auth_error_handlers, watch_revocations
 from api.errors import install_error_handlers
 from api.logs import AccessLog, configure_logging, log_unhandled
 from api.model_server import open_model_server, start_serving, stop_serving
@@ -78,9 +79,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalogue = app.state.decision_policy.catalogue
             app.state.models = open_model_server(settings, [a.id for a in catalogue.actions])
             polling = await start_serving(app.state.models, settings)
+            revocations = (
+                asyncio.create_task(
+                    watch_revocations(app.state.api_keys, settings.auth_revocation_poll_seconds)
+                )
+                if settings.auth_enabled and settings.auth_revocation_poll_seconds > 0
+                else None
+            )
             try:
                 yield
             finally:
+                if revocations is not None:
+                    revocations.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await revocations
                 await stop_serving(polling)
 
     app = RapportApp(

@@ -12,6 +12,7 @@ working for at most that long. Keys not found are never remembered (a new key wo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -31,7 +32,7 @@ from feature_store.credentials import (
     hash_key,
     is_well_formed,
 )
-from feature_store.errors import StoreUnavailable
+from feature_store.errors import StoreError, StoreUnavailable
 
 #: Routes anyone may call: liveness, readiness and the API's documentation.
 PUBLIC_PATHS = frozenset(
@@ -112,6 +113,28 @@ class KeyAuthenticator:
         else:
             self._found[key_hash] = (self.clock(), record)
         return record
+
+    def forget_revoked(self, records: list[ApiKey]) -> int:
+        """Forget the remembered keys that `records` (every stored key) show revoked or no
+        longer hold; returns how many were forgotten."""
+        active = {record.key_hash for record in records if record.active}
+        gone = [key_hash for key_hash in list(self._found) if key_hash not in active]
+        for key_hash in gone:
+            self._found.pop(key_hash, None)
+        return len(gone)
+
+
+async def watch_revocations(keys: KeyAuthenticator, interval_seconds: float) -> None:
+    """Every `interval_seconds`, list the stored keys and forget the revoked ones, so that a
+    revocation reaches this worker within about one interval whatever the auth cache's TTL.
+    Runs until cancelled; a store that cannot be read is tried again at the next interval."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            records = await run_in_threadpool(keys.store.list_keys)
+        except StoreError:
+            continue  # an outage: keys found valid stay valid as documented (stale-if-error)
+        keys.forget_revoked(records)
 
 
 class ScopeRequirement:

@@ -76,8 +76,17 @@ class Settings(BaseSettings):
         5.0,
         ge=0,
         le=300,
-        description="How long a worker trusts a key it has looked up, in seconds: a revoked key "
-        "keeps working for at most this long. 0 looks every request up.",
+        description="How long a worker trusts a key it has looked up, in seconds, before it "
+        "looks it up again. Revocations reach every worker sooner: see "
+        "auth_revocation_poll_seconds. 0 looks every request up.",
+    )
+    auth_revocation_poll_seconds: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description="How often each worker lists the revoked keys and forgets them, in seconds: "
+        "a revoked key is refused everywhere within about this long (plus one store read). "
+        "0 turns the watch off (then the auth cache alone bounds it).",
     )
     auth_stale_if_error_seconds: float = Field(
         300.0,
