@@ -72,16 +72,20 @@ def keys_list() -> None:
 def keys_revoke(
     key_id_or_name: Annotated[str, typer.Argument(help="The key_id or the name of a key.")],
 ) -> None:
-    """Revoke a key. Running APIs refuse it within RAPPORT_AUTH_CACHE_SECONDS."""
+    """Revoke a key. Running APIs refuse it within about RAPPORT_AUTH_REVOCATION_POLL_SECONDS."""
     settings = Settings()
     with closing(open_credentials(settings.store)) as credentials:
         revoked = credentials.revoke(key_id_or_name, at=datetime.now(UTC))
     if not revoked:
         console().print(f"[red]No active key has the id or name {key_id_or_name!r}.[/]")
         raise typer.Exit(1)
+    bound, setting = (
+        (settings.auth_revocation_poll_seconds, "RAPPORT_AUTH_REVOCATION_POLL_SECONDS")
+        if settings.auth_revocation_poll_seconds > 0
+        else (settings.auth_cache_seconds, "RAPPORT_AUTH_CACHE_SECONDS")
+    )
     console().print(
-        f"Revoked {key_id_or_name!r}. Running APIs refuse it within "
-        f"{settings.auth_cache_seconds:g} s (RAPPORT_AUTH_CACHE_SECONDS).",
+        f"Revoked {key_id_or_name!r}. Running APIs refuse it within about {bound:g} s ({setting}).",
         highlight=False,
     )
 
