@@ -14,6 +14,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import require
 from api.deps import Experiments, Now, Policy, Running, Store
+from api.params import ExperimentIdPath, Instant
+from api.params import as_of as as_of_query
 from experiments.definitions import Experiment
 from experiments.logs import OnlineLogs
 from experiments.offpolicy import greedy_candidate
@@ -70,13 +72,13 @@ def get_experiments(registry: Experiments) -> list[Experiment]:
 
 
 @router.get("/{experiment_id}", response_model=Experiment)
-def get_one_experiment(experiment_id: str, registry: Experiments) -> Experiment:
+def get_one_experiment(experiment_id: ExperimentIdPath, registry: Experiments) -> Experiment:
     return get_experiment(registry, experiment_id)
 
 
 @router.put("/{experiment_id}/weights", response_model=Experiment)
 def put_weights(
-    experiment_id: str, body: WeightsIn, registry: Experiments, running: Running
+    experiment_id: ExperimentIdPath, body: WeightsIn, registry: Experiments, running: Running
 ) -> Experiment:
     """New traffic weights. Customers move only into variants whose share grew and out of
     variants whose share shrank, no more than the new shares require."""
@@ -86,7 +88,7 @@ def put_weights(
 
 @router.post("/{experiment_id}/stop", response_model=Experiment)
 def stop_experiment(
-    experiment_id: str,
+    experiment_id: ExperimentIdPath,
     registry: Experiments,
     running: Running,
     now: Now,
@@ -105,13 +107,13 @@ def stop_experiment(
     responses={200: {"content": {"text/html": {}, "application/json": {}}}},
 )
 def get_report(
-    experiment_id: str,
+    experiment_id: ExperimentIdPath,
     registry: Experiments,
     store: Store,
     policy: Policy,
     now: Now,
     format: Annotated[Literal["html", "json"], Query(description="html or json")] = "html",
-    as_of: Annotated[AwareDatetime | None, Query(description="Review as of this time.")] = None,
+    as_of: Annotated[Instant | None, as_of_query("Review as of this time.")] = None,
 ) -> Response:
     """The review: summary with intervals, lift, metric over time, sample-ratio check,
     guardrails, the off-policy estimate of the greedy ranking, and the verdict. Reads the

@@ -2,6 +2,7 @@ from fastapi import APIRouter
 
 from api.auth import require
 from api.deps import Now, Store
+from api.params import CustomerIdPath
 from api.schemas import ConsentsUpdate, ErasureOut
 from api.serving import (
     consent_events,
@@ -22,7 +23,9 @@ router = APIRouter(prefix="/v1/customers", tags=["privacy"])
     response_model=CustomerView,
     dependencies=[require(Scope.CUSTOMERS_WRITE)],
 )
-def put_consents(customer_id: str, update: ConsentsUpdate, store: Store, now: Now) -> CustomerView:
+def put_consents(
+    customer_id: CustomerIdPath, update: ConsentsUpdate, store: Store, now: Now
+) -> CustomerView:
     """Consent per purpose (service, marketing, profiling) and channel: granted, denied or
     revoked. Refusing profiling wipes what was learned implicitly about the customer."""
     events = consent_events(
@@ -42,13 +45,13 @@ def put_consents(customer_id: str, update: ConsentsUpdate, store: Store, now: No
     response_model=CustomerExport,
     dependencies=[require(Scope.PRIVACY)],
 )
-def get_export(customer_id: str, store: Store) -> CustomerExport:
+def get_export(customer_id: CustomerIdPath, store: Store) -> CustomerExport:
     """Everything held about the customer (GDPR access). 404 if nothing is, or once erased."""
     return export_customer(store, customer_id)
 
 
 @router.delete("/{customer_id}", response_model=ErasureOut, dependencies=[require(Scope.PRIVACY)])
-def delete_customer(customer_id: str, store: Store) -> ErasureOut:
+def delete_customer(customer_id: CustomerIdPath, store: Store) -> ErasureOut:
     """Erase the customer (GDPR erasure). Idempotent; replayed events cannot bring them back."""
     return ErasureOut(
         customer_id=customer_id, erased=True, removed=erase_customer(store, customer_id)
