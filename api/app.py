@@ -13,6 +13,7 @@ from starlette.types import Scope as StarletteScope
 
 from api.auth import KeyAuthenticator, install_auth_error_handlers, watch_revocations
 from api.errors import install_error_handlers
+from api.limits import BodyLimits, InputGuard
 from api.logs import AccessLog, configure_logging, log_unhandled
 from api.model_server import open_model_server, start_serving, stop_serving
 from api.routes import (
@@ -102,6 +103,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(
+        InputGuard,
+        limits=BodyLimits(
+            events=settings.body_limit_events_bytes,
+            decisions=settings.body_limit_decisions_bytes,
+            default=settings.body_limit_default_bytes,
+        ),
+        auth_enabled=settings.auth_enabled,
+    )
     app.add_middleware(AccessLog)
     if settings.cors_origins:
         # Added last, so outermost: preflights are answered before any key is asked for, and

@@ -186,21 +186,26 @@ def require(scope: Scope) -> params.Depends:
     return params.Security(ScopeRequirement(scope), scopes=[scope.value])
 
 
+def unauthorized_response(reason: str) -> JSONResponse:
+    """The 401 for a key that is `missing` or `invalid` (malformed, unknown or revoked)."""
+    # RFC 6750: no error code when no credentials were sent, invalid_token otherwise.
+    challenge = "Bearer" if reason == "missing" else 'Bearer error="invalid_token"'
+    why = "missing" if reason == "missing" else "malformed, unknown or revoked key"
+    return JSONResponse(
+        status_code=401,
+        headers={"WWW-Authenticate": challenge},
+        content=error_body(
+            "unauthorized",
+            "a valid API key is required: send 'Authorization: Bearer <key>'",
+            [{"field": "header.authorization", "reason": why}],
+        ),
+    )
+
+
 def install_auth_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, exc: NotAuthenticated) -> JSONResponse:
-        # RFC 6750: no error code when no credentials were sent, invalid_token otherwise.
-        challenge = "Bearer" if exc.reason == "missing" else 'Bearer error="invalid_token"'
-        reason = "missing" if exc.reason == "missing" else "malformed, unknown or revoked key"
-        return JSONResponse(
-            status_code=401,
-            headers={"WWW-Authenticate": challenge},
-            content=error_body(
-                "unauthorized",
-                "a valid API key is required: send 'Authorization: Bearer <key>'",
-                [{"field": "header.authorization", "reason": reason}],
-            ),
-        )
+        return unauthorized_response(exc.reason)
 
     @app.exception_handler(MissingScope)
     async def missing_scope(request: Request, exc: MissingScope) -> JSONResponse:

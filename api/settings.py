@@ -95,6 +95,17 @@ class Settings(BaseSettings):
         "this many seconds is still accepted (so decisions can answer degraded); other keys "
         "get 503. 0 turns this off.",
     )
+    body_limit_events_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest body of POST /v1/events, in bytes."
+    )
+    body_limit_decisions_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="Largest body of POST /v1/decisions and POST /v1/outcomes, in bytes.",
+    )
+    body_limit_default_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest body of every other route, in bytes."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Browser origins allowed to call the API, e.g. "
