@@ -12,6 +12,7 @@ from starlette.types import Receive, Send
 from starlette.types import Scope as StarletteScope
 
 from api.auth import KeyAuthenticator, install_auth_error_handlers, watch_revocations
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.limits import BodyLimits, InputGuard
 from api.logs import AccessLog, configure_logging, log_unhandled
@@ -101,8 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Learning-relationship personalisation: events in, defaults and actions out.",
         lifespan=lifespan,
+        docs_url=None,  # served by api.docs with shipped assets, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
+    install_docs(app)
     app.add_middleware(
         InputGuard,
         limits=BodyLimits(

@@ -34,9 +34,10 @@ from feature_store.credentials import (
 )
 from feature_store.errors import StoreError, StoreUnavailable
 
-#: Routes anyone may call: liveness, readiness and the API's documentation.
+#: Routes anyone may call: liveness, readiness and the API's documentation (with its assets,
+#: shipped in the package under /static).
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/static"}
 )
 
 _bearer = HTTPBearer(

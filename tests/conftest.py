@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.browser import Chromium
 
 
 def pytest_configure(config: pytest.Config) -> None:
     missing = Path(tempfile.gettempdir()) / f"rapport-tests-{os.getpid()}" / "no-mlflow.db"
     os.environ["RAPPORT_MLFLOW_URI"] = f"sqlite:///{missing}"
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    """A headless Chromium for the module's page tests (tests/browser.py)."""
+    browser = Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield browser
+    finally:
+        browser.close()
