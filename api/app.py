@@ -23,6 +23,7 @@ from api.routes import (
     events,
     health,
     identities,
+    metrics,
     models,
     outcomes,
     privacy,
@@ -143,4 +144,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(experiments_router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import traceback
+import uuid
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -19,7 +22,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import observe_request
+
 logger = logging.getLogger("rapport.access")
+
+#: The id of the request being served, in every log line written while serving it.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+_REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 #: Where the project's code lives: frames are named relative to it (site-packages as is).
@@ -34,6 +43,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
         entry.update(getattr(record, "fields", {}))
         if record.exc_info and record.exc_info[1] is not None:
             entry["error"] = scrubbed_exception(record.exc_info[1])
@@ -91,25 +103,45 @@ class AccessLog:
             return
         started = time.perf_counter()
         status = 500
+        request_id = _request_id(scope)
+        token = REQUEST_ID.set(request_id)
+        header = (b"x-request-id", request_id.encode())
 
         async def send_and_note_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
             route = scope.get("route")  # set by the router once it matched
+            template = str(getattr(route, "path", "unmatched"))
+            seconds = time.perf_counter() - started
+            observe_request(scope["method"], template, status, seconds)
             logger.info(
                 "request",
                 extra={
                     "fields": {
                         "method": scope["method"],
-                        "route": str(getattr(route, "path", "unmatched")),
+                        "route": template,
                         "status": status,
-                        "duration_ms": round(1000 * (time.perf_counter() - started), 2),
+                        "duration_ms": round(1000 * seconds, 2),
                     }
                 },
             )
+            REQUEST_ID.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's `X-Request-ID` when it is a plain token (so a touchpoint can follow its
+    own ids through), else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _REQUEST_ID_PATTERN.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex

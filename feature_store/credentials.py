@@ -36,6 +36,7 @@ class Scope(StrEnum):
     CUSTOMERS_WRITE = "customers:write"
     PRIVACY = "privacy"
     EXPERIMENTS = "experiments"
+    METRICS = "metrics"
     ADMIN = "admin"
 
 

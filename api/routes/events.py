@@ -2,6 +2,7 @@ from fastapi import APIRouter, Request
 
 from api.auth import caller_grants, require
 from api.deps import IdentitySecret, Now, Store
+from api.metrics import EVENTS
 from api.schemas import EventBatch, EventBatchResult, EventResult, batch_result, parse_event
 from api.serving import PendingEvent, ingest, route_to_customers
 from engine.events import EventType
@@ -40,7 +41,11 @@ def post_events(
     pending = [item for item in parsed if isinstance(item, PendingEvent)]
     routed = route_to_customers(store, pending, secret=secret, at=now)
     statuses = ingest(store, [event for event in routed if event is not None])
-    return batch_result(parsed, routed, statuses)
+    result = batch_result(parsed, routed, statuses)
+    EVENTS.labels("accepted").inc(result.accepted)
+    EVENTS.labels("duplicate").inc(result.duplicates)
+    EVENTS.labels("rejected").inc(result.rejected)
+    return result
 
 
 def screened(item: PendingEvent | EventResult, request: Request) -> PendingEvent | EventResult:
