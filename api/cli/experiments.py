@@ -32,6 +32,7 @@ experiments = typer.Typer(
 
 DEMO_EXPERIMENT_STORE = "sqlite:///var/experiment-demo.db"
 DEMO_EXPERIMENT_ID = "nba-personalisation"
+DEMO_EXPERIMENT_END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -147,16 +148,25 @@ def simulate_command(
     decisions: Annotated[int, typer.Option(min=10, help="Decisions in the experiment.")] = 16000,
     pre_period: Annotated[int, typer.Option(min=0, help="Decisions in the pre-period.")] = 6000,
     seed: Annotated[int, typer.Option(help="Seed of the population and the answers.")] = 7,
+    end: Annotated[
+        datetime,
+        typer.Option(
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"],
+            help="When the simulated experiment ends (UTC): fixed, so a seed gives the same "
+            "figures on any day.",
+        ),
+    ] = DEMO_EXPERIMENT_END,
 ) -> None:
     """Run the demo experiment (personalisation against a holdout) on a synthetic population.
 
     The population is loaded into a fresh store, then decisions go through the serving path
-    with the experiment's assignment, and synthetic customers answer them."""
+    with the experiment's assignment, and synthetic customers answer them. Its dates end at
+    `--end`, not at the clock, so the same seed gives the same figures."""
     from api.cli.common import load_events, remove_sqlite_file
     from experiments.simulation import SimulationSpec, simulate_experiment
     from training.simulation.population import PopulationSpec, generate_population
 
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    now = (end if end.tzinfo else end.replace(tzinfo=UTC)).astimezone(UTC)
     experiment = demo_experiment(now)
     settings = Settings(store=store_url)
     remove_sqlite_file(store_url)

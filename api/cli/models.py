@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -57,7 +58,9 @@ def fail(message: str) -> typer.Exit:
 
 def train_command(
     offline: Offline = DEFAULT_OFFLINE,
-    run_name: Annotated[str | None, typer.Option(help="Name of the MLflow run.")] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="Name of the MLflow run (default: train-<UTC time>).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the models' randomness.")] = 0,
     threads: Annotated[
         int,
@@ -98,7 +101,7 @@ def train_command(
             source=str(offline.resolve()),
             examples=examples,
             champion_version=champion_version,
-            run_name=run_name,
+            run_name=run_name or f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}",
             step=lambda part: bars.update(logging, description=f"logging the MLflow run: {part}"),
         )
         bars.update(logging, description="logging the MLflow run", total=1, completed=1)
@@ -115,10 +118,11 @@ def train_command(
             highlight=settings.promote_metric,
         )
     )
+    where = "" if offline == DEFAULT_OFFLINE else f" --offline {offline}"
     console().print(
         f"MLflow run [bold]{run.run_id}[/] registered as [bold]{settings.model_name}[/] version "
-        f"[bold]{version.version}[/], alias [bold]{CHALLENGER}[/]. Next: `rapport evaluate`, "
-        "then `rapport promote`.",
+        f"[bold]{version.version}[/], alias [bold]{CHALLENGER}[/]. Next: `rapport evaluate"
+        f"{where}`, then `rapport promote{where}`.",
         highlight=False,
     )
 
