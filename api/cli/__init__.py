@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version as package_version
+from typing import Annotated
+
 import typer
 
 from api.cli.experiments import experiments
@@ -22,6 +25,26 @@ from api.cli.simulate import learning_report_command, simulate_logs_command, sim
 app = typer.Typer(
     help="Rapport: learning-relationship personalisation engine.", no_args_is_help=True
 )
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"rapport {package_version('rapport')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Rapport: learning-relationship personalisation engine."""
+
+
 app.command("serve")(serve)
 app.command("demo")(demo)
 app.add_typer(keys, name="keys")

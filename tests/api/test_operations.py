@@ -102,3 +102,22 @@ def test_every_answer_has_a_request_id_and_its_log_lines_carry_it(client: httpx.
         theirs.headers["x-request-id"],
         odd.headers["x-request-id"],
     }
+
+
+def test_touchpoints_are_paginated_busiest_first(client: httpx.Client) -> None:
+    events = [
+        {**EVENT, "event_id": f"tp-{t}-{i}", "touchpoint": f"atm-{t:04d}"}
+        for t in range(5)
+        for i in range(t + 1)
+    ]
+    assert client.post("/v1/events", json={"events": events}).status_code == 200
+
+    first = client.get("/v1/touchpoints", params={"limit": 2})
+    assert first.headers["x-total-count"] == "5"
+    assert [t["touchpoint"] for t in first.json()] == ["atm-0004", "atm-0003"]
+    following = first.headers["link"].split(";")[0].strip("<>")
+    second = client.get(following)
+    assert [t["touchpoint"] for t in second.json()] == ["atm-0002", "atm-0001"]
+    last = client.get("/v1/touchpoints", params={"limit": 2, "offset": 4})
+    assert [t["touchpoint"] for t in last.json()] == ["atm-0000"]
+    assert "link" not in last.headers
