@@ -8,6 +8,7 @@ COPY feature_store feature_store
 COPY training training
 COPY experiments experiments
 COPY api api
+COPY rapport_client rapport_client
 RUN python -m venv /opt/rapport && /opt/rapport/bin/pip install .
 
 FROM python:3.11-slim

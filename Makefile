@@ -12,9 +12,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Generate a demo population, load it into the embedded SQLite store and serve the API on :8000.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+## Generate a demo population, load it into the embedded SQLite store and serve the API on
+## $(HOST):$(PORT) (make demo PORT=8080).
 demo: $(STAMP)
-	$(BIN)/rapport demo --host 127.0.0.1 --port 8000
+	$(BIN)/rapport demo --host $(HOST) --port $(PORT)
 
 ## Lint, type-check and run the whole test suite (installs redis-server and chromium if missing).
 test: $(STAMP) redis chromium lint types pytest
