@@ -17,6 +17,7 @@ from api.errors import install_error_handlers
 from api.limits import BodyLimits, InputGuard
 from api.logs import AccessLog, configure_logging, log_unhandled
 from api.model_server import open_model_server, start_serving, stop_serving
+from api.openapi import install_openapi
 from api.routes import (
     customers,
     decisions,
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_docs(app)
+    install_openapi(app)
     app.add_middleware(
         InputGuard,
         limits=BodyLimits(
