@@ -14,7 +14,8 @@ the call centre, and changing weights moves customers only into variants that gr
 variants that shrank, no more than the new shares require (`experiments.hashing`).
 
 A variant's policy (`variant_policy`) is the serving policy with the variant's exploration
-rate and catalogue subset; its scorer is the model behind its `model_alias`.
+rate and catalogue subset, everything else (contact policy, objective) as the serving policy
+has it; its scorer is the model behind its `model_alias`.
 
 "Personalisation off" (a holdout control, `personalisation: false`) means the decision sees
 the customer as the engine sees a customer it has learned nothing about (`depersonalised`),
@@ -85,23 +86,26 @@ def variant_policy(base: DecisionPolicy | None, variant: Variant) -> VariantPoli
     model_alias = variant.model_alias if variant.personalisation else None
     if base is None:
         return VariantPolicy(None, variant.personalisation, model_alias)
-    catalogue = base.catalogue
+    # Only what the variant sets changes: every other field (the contact policy, the
+    # objective, any field added later) stays as the deployment runs it.
+    changes: dict[str, object] = {}
     if variant.actions is not None:
         kept = set(variant.actions)
         # Not re-validated: a subset of a valid catalogue is valid (an empty one offers nothing).
-        catalogue = catalogue.model_copy(
-            update={"actions": [a for a in catalogue.actions if a.id in kept]}
+        changes["catalogue"] = base.catalogue.model_copy(
+            update={"actions": [a for a in base.catalogue.actions if a.id in kept]}
         )
-    exploration = base.exploration
     if variant.exploration_epsilon is not None:
         epsilon = variant.exploration_epsilon
-        exploration = exploration.model_copy(
+        changes["exploration"] = base.exploration.model_copy(
             update={"strategy": "epsilon_greedy" if epsilon > 0 else "off", "epsilon": epsilon}
         )
-    if catalogue is base.catalogue and exploration is base.exploration:
-        policy = base
-    else:
-        policy = DecisionPolicy(catalogue=catalogue, contact=base.contact, exploration=exploration)
+    if not changes:
+        return VariantPolicy(base, variant.personalisation, model_alias)
+    # Built anew from the base's fields, not by `model_copy`: a copy would carry the base's
+    # cached `limited` and `purposes` over to a different catalogue.
+    fields = {name: getattr(base, name) for name in type(base).model_fields}
+    policy = type(base).model_validate(fields | changes)
     return VariantPolicy(policy, variant.personalisation, model_alias)
 
 

@@ -235,3 +235,11 @@ def test_a_stored_profile_that_no_longer_parses_is_not_blamed_on_the_request(
         )
     response = client.get("/v1/customers/cust-42")
     assert response.status_code == 500  # our data, not the caller's input: never a 422
+    body = response.text
+    # Nothing in the answer blames the request, nor shows the stored profile or why it failed
+    # to parse (the customer's data, and the store's internals).
+    assert "invalid_request" not in body
+    assert "body." not in body
+    for leaked in ("validation error", "Field required", "seen", "cust-42", "int_parsing"):
+        assert leaked not in body, leaked
+    assert body == "Internal Server Error"

@@ -35,7 +35,9 @@ import redis
 from api.settings import Settings
 from feature_store.credentials import Scope
 from feature_store.keys import KeyLayout
+from feature_store.redis.config import RedisStoreConfig
 from tests.api.conftest import LiveServer, bearer, create_key
+from tests.feature_store.redis.support import unavailable_within
 from tests.feature_store.redis_servers import LocalCluster, RedisServer
 
 pytestmark = pytest.mark.redis
@@ -54,9 +56,6 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MAX_RETRY_SLEEP = 0.2
 #: How long one batch may keep answering 503 before the client gives up, in seconds.
 RETRY_BUDGET = 20.0
-#: An answer during the outage must come within this bound, in seconds (a behaviour, not a
-#: benchmark: the store's timeouts are 0.25 s, with one retry).
-OUTAGE_ANSWER_BOUND = 2.0
 #: How long the service may take to notice that Redis is back, in seconds.
 RECOVERY_BOUND = 10.0
 
@@ -283,13 +282,13 @@ def weekly_withdrawals(prefix: str, weeks: int, now: datetime) -> list[dict[str,
 
 
 @contextlib.contextmanager
-def timed(what: str, durations: list[float]) -> Iterator[None]:
-    """Fails unless the block (one request during the outage) ends within the bound."""
+def timed(what: str, durations: list[float], bound: float) -> Iterator[None]:
+    """Fails unless the block (one request during the outage) ends within `bound` seconds."""
     started = time.monotonic()
     yield
     elapsed = time.monotonic() - started
     durations.append(elapsed)
-    assert elapsed < OUTAGE_ANSWER_BOUND, f"{what} took {elapsed:.2f} s during the outage"
+    assert elapsed < bound, f"{what} took {elapsed:.2f} s during the outage (bound {bound} s)"
 
 
 def test_a_redis_outage_degrades_decisions_refuses_events_and_heals_by_itself(
@@ -324,21 +323,26 @@ def test_a_redis_outage_degrades_decisions_refuses_events_and_heals_by_itself(
             server.kill()
 
             durations: list[float] = []
+            # Each answer during the outage comes within a bound that follows from the store's
+            # configuration (a behaviour, not a benchmark): a generous multiple of the worst
+            # case its timeouts and retries allow. One that waited for the client's timeout, or
+            # the OS's, would not. The API's store has the server's URL: the defaults.
+            bound = unavailable_within(RedisStoreConfig(type="redis", url=settings.store))
             for _ in range(3):
-                with timed("a decision", durations):
+                with timed("a decision", durations, bound):
                     degraded = http.post("/v1/decisions", json=ATM_QUESTION)
                 assert degraded.status_code == 200, degraded.text
                 assert degraded.json()["degraded"] is True
                 assert degraded.json()["defaults"] == []  # nothing personal without the store
-                with timed("an event batch", durations):
+                with timed("an event batch", durations, bound):
                     refused = http.post("/v1/events", json={"events": during})
                 assert refused.status_code == 503, refused.text
                 assert int(refused.headers["Retry-After"]) >= 1
                 assert refused.json()["error"] == "store_unavailable"
-                with timed("a customer read", durations):
+                with timed("a customer read", durations, bound):
                     view = http.get(f"/v1/customers/{OUTAGE_CUSTOMER}", headers=bearer(reader))
                 assert view.status_code == 503
-                with timed("readiness", durations):
+                with timed("readiness", durations, bound):
                     ready = http.get("/readyz")
                 assert ready.status_code == 503
                 assert ready.json()["status"] == "unavailable"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import pytest
 
 from engine.config import EngineConfig
-from engine.events import Event
+from engine.events import Event, EventType
 from engine.fold import apply_in_place, fold_in_place, fold_with_status, new_profile
 from engine.profile import Profile
 from training.simulation.population import PopulationSpec, generate_population
@@ -274,8 +275,41 @@ def test_stored_golden_profiles_load_and_serialise_unchanged(expected: dict[str,
         assert Profile.model_validate_json(document).model_dump_json() == document
 
 
-def test_the_golden_file_stays_small() -> None:
-    assert GOLDEN.stat().st_size < 200_000
+def test_the_golden_histories_cover_every_event_type_status_and_bound(
+    expected: dict[str, Any],
+) -> None:
+    """What the golden file pins is only as good as what its histories exercise: every event
+    type, resent and late events, and (under the tight config) every bound of the profile
+    filled, so that what the fold evicts is pinned too."""
+    rng = random.Random(MIXED_SEED)
+    arrivals = [mixed_events(rng, f"mix-{number:03d}") for number in range(MIXED_CUSTOMERS)]
+    statuses = {status for result in expected["mixed"].values() for status in result["statuses"]}
+    profiles = [
+        Profile.model_validate_json(result[part])
+        for result in expected["mixed"].values()
+        for part in ("final", "replayed")
+    ]
+
+    def largest(size: Callable[[Profile], int]) -> int:
+        return max(size(profile) for profile in profiles)
+
+    assert {event.type for events in arrivals for event in events} == set(EventType)
+    assert {"applied", "duplicate", "too_late"} <= statuses
+    assert largest(lambda p: len(p.seen)) == TIGHT.seen_capacity
+    assert largest(lambda p: len(p.habits)) == TIGHT.max_habit_keys
+    assert largest(lambda p: len(p.request_channels)) == TIGHT.max_request_kinds
+    assert largest(lambda p: len(p.feedback)) == TIGHT.feedback_capacity
+    assert largest(lambda p: len(p.exposures)) == TIGHT.exposures_kept
+    assert largest(lambda p: len(p.action_feedback)) == TIGHT.max_actions_tracked
+    assert largest(lambda p: sum(1 for c in p.cases.values() if c.resolved_at)) == (
+        TIGHT.resolved_cases_kept
+    )
+    declines = [len(a.declines) for p in profiles for a in p.action_feedback.values()]
+    assert max(declines) == TIGHT.action_declines_kept
+    signatures = [len(outcomes) for p in profiles for outcomes in p.default_feedback.values()]
+    assert max(signatures) == TIGHT.signatures_per_habit
+    assert len(expected["synthetic"]["profiles"]) == SPEC.customers
+    assert GOLDEN.stat().st_size < 200_000  # reviewable in a diff
 
 
 if __name__ == "__main__":

@@ -153,9 +153,22 @@ def test_marketing_email_cap_two_per_week() -> None:
 
 
 def test_no_outbound_contact_in_quiet_hours() -> None:
+    # On the phone with the call centre (the touchpoint itself is inbound), a customer who
+    # consents to marketing by sms and email; quiet hours are [21, 8).
     profile = fold(marketing_customer(), [consent("marketing", channel="sms", days=1)])
-    night = ask(profile, channel="web", at=T0.replace(hour=23) + timedelta(days=2))
-    assert all(a.channel not in ("sms", "email") for a in night.actions)
+    outbound = {"sms", "email", "mobile_app"}
+    day = T0 + timedelta(days=2)
+
+    for hour in (21, 23, 0, 7):
+        night = ask(profile, channel="call_center", at=day.replace(hour=hour))
+        assert night.actions, f"{hour}h: offers by other channels stay"
+        assert not {a.channel for a in night.actions} & outbound, hour
+        refusals = {r for c in night.candidates for r in c.channel_refusals.values()}
+        assert refusals == {"quiet_hours"}, hour
+    for hour in (8, 12, 20):
+        by_day = ask(profile, channel="call_center", at=day.replace(hour=hour))
+        assert {a.channel for a in by_day.actions} & {"sms", "email"}, hour
+        assert not any(c.channel_refusals for c in by_day.candidates), hour
 
 
 def test_epsilon_greedy_logs_the_exact_probability_of_each_pick() -> None:

@@ -29,7 +29,11 @@ from experiments.logs import (
     join_experiment_logs,
 )
 from experiments.offpolicy import CandidatePolicy, greedy_candidate
-from experiments.review import review_experiment, review_logged_experiment
+from experiments.review import (
+    MIN_GUARDRAIL_EVENTS,
+    review_experiment,
+    review_logged_experiment,
+)
 from experiments.simulation import SimulationSpec, simulate_experiment
 from feature_store.base import OnlineStore
 from feature_store.factory import open_store
@@ -271,8 +275,11 @@ def test_a_rare_guardrail_without_events_is_not_judged_and_holds_back_a_ship() -
 
     [complaints] = review.guardrails
     assert complaints.verdicts == []
-    assert complaints.note is not None
+    assert complaints.note == f"0 events so far; {MIN_GUARDRAIL_EVENTS} needed"
+    assert complaints.means == {"A": 0.0, "B": 0.0}
     assert review.verdict.decision == "keep running"
+    assert review.verdict.variant == "B"  # it would ship but for the unjudged guardrail
+    assert "complaint_rate cannot yet rule out harm" in review.verdict.headline
 
 
 # -- the whole path on a real store ---------------------------------------------------------------

@@ -28,7 +28,7 @@ from engine.events import Channel, Event, EventType
 from engine.fold import fold
 from engine.profile import Profile
 from feature_store.base import AppendStatus, OnlineStore
-from feature_store.errors import DuplicateDecision
+from feature_store.errors import DuplicateDecision, StoreUnavailable
 from tests.feature_store.contract_builders import (
     ACCEPTED,
     CONFIG,
@@ -459,5 +459,14 @@ class OnlineStoreContract(LogContract):
             assert reopened.population_prior() == prior
             assert reopened.apply_events(events[:1]) == [DUPLICATE]
 
-    def test_ping_answers(self, store: OnlineStore) -> None:
-        store.ping()
+    def test_ping_answers(self, store_opener: StoreOpener) -> None:
+        store = store_opener(CONFIG)
+        try:
+            assert store.ping() is None
+            store.apply_events([withdrawal("e-ping")])
+            store.ping()  # a store in use answers too
+        finally:
+            store.close()
+
+        with pytest.raises(StoreUnavailable):
+            store.ping()  # a closed handle does not: ping is what readiness relies on

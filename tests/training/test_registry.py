@@ -8,7 +8,9 @@ tests read what they produced, and the promotion story, which moves the aliases,
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 import shutil
 from contextlib import closing
 from dataclasses import dataclass
@@ -126,6 +128,37 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
     return Lab(uri, offline, runner, first, second)
 
 
+def printed_table(output: str) -> dict[str, dict[str, float]]:
+    """A rich table the CLI printed, as column -> metric -> value (empty cells left out)."""
+    lines = output.splitlines()
+    [header] = [line for line in lines if line.startswith("┃")]
+    columns = [cell.strip() for cell in header.strip("┃").split("┃")][1:]
+    table: dict[str, dict[str, float]] = {column: {} for column in columns}
+    for line in lines:
+        if not line.startswith("│"):
+            continue
+        metric, *cells = (cell.strip() for cell in line.strip("│").split("│"))
+        for column, cell in zip(columns, cells, strict=True):
+            if cell:
+                table[column][metric] = float(cell)
+    return table
+
+
+def holdout_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    return {
+        name.removeprefix(prefix): value
+        for name, value in metrics.items()
+        if name.startswith(f"{prefix}holdout.")
+    }
+
+
+def assert_printed(column: dict[str, float], metrics: dict[str, float]) -> None:
+    """Every metric the CLI printed is the recorded one, to the 4 decimals it shows."""
+    assert column
+    for metric, shown in column.items():
+        assert shown == pytest.approx(metrics[metric], abs=5e-5), metric
+
+
 def run_of(lab: Lab, version: str) -> mlflow.entities.Run:
     run_id = lab.registry.version(version).run_id
     assert run_id is not None
@@ -140,12 +173,17 @@ def test_train_logs_a_run_with_metrics_baselines_dataset_plots_and_the_model(lab
     metrics, params = run.data.metrics, run.data.params
     client = MlflowClient(tracking_uri=lab.uri)
 
-    for metric in ("holdout.auc", "holdout.log_loss", "holdout.snips_value"):
-        assert metric in metrics
-        assert f"baseline.popularity.{metric}" in metrics
-        assert f"baseline.online_rates.{metric}" in metrics
-    assert int(params["dataset.rows"]) > 0
-    assert int(params["dataset.holdout_rows"]) > 0
+    for prefix in ("", "baseline.popularity.", "baseline.online_rates."):
+        auc, log_loss = metrics[f"{prefix}holdout.auc"], metrics[f"{prefix}holdout.log_loss"]
+        assert 0.5 < auc <= 1, prefix  # better than chance on the simulated logs
+        assert 0 < log_loss < math.log(2), prefix  # better than a coin (acceptance ~30 %)
+        assert 0 <= metrics[f"{prefix}holdout.brier"] < 0.25, prefix
+        assert metrics[f"{prefix}holdout.snips_value"] > 0, prefix
+        assert 0 <= metrics[f"{prefix}holdout.precision_at_1"] <= 1, prefix
+    rows, holdout = int(params["dataset.rows"]), int(params["dataset.holdout_rows"])
+    assert rows == int(params["dataset.train_rows"]) + holdout
+    assert 0 < holdout < rows
+    assert metrics["holdout.rows"] + metrics["holdout.default_rows"] == holdout
     assert "propensity.learning_rate" in params
     plots = {artifact.path for artifact in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/calibration.png", "plots/gains.png", "plots/learning_curve.png"} <= plots
@@ -159,8 +197,11 @@ def test_train_logs_a_run_with_metrics_baselines_dataset_plots_and_the_model(lab
     info = mlflow.models.get_model_info(f"models:/{MODEL}/1")
     assert info.signature is not None
     assert {"customer_id", "item_id", "context.channel"} <= set(info.signature.inputs.input_names())
-    assert "holdout.log_loss" in lab.first_training
-    assert "popularity" in lab.first_training
+    printed = printed_table(lab.first_training)
+    assert set(printed) == {"model", "popularity", "online_rates"}
+    assert_printed(printed["model"], holdout_metrics(metrics))
+    assert_printed(printed["popularity"], holdout_metrics(metrics, "baseline.popularity."))
+    assert_printed(printed["online_rates"], holdout_metrics(metrics, "baseline.online_rates."))
 
 
 def test_each_training_is_registered_as_the_challenger(lab: Lab) -> None:
@@ -169,27 +210,58 @@ def test_each_training_is_registered_as_the_challenger(lab: Lab) -> None:
 
 
 def test_a_training_is_compared_with_the_champion_on_its_holdout(lab: Lab) -> None:
-    run = run_of(lab, "2")
+    run, champion_run = run_of(lab, "2"), run_of(lab, "1")
+    # The same offline store, so the same holdout: the champion scores on it what its own
+    # training run measured.
+    champion = holdout_metrics(run.data.metrics, "baseline.champion.")
 
     assert run.data.tags["rapport.champion_version"] == "1"
-    assert "baseline.champion.holdout.log_loss" in run.data.metrics
-    assert "champion (v1)" in lab.second_training
+    assert (
+        run.data.params["dataset.holdout_start"]
+        == champion_run.data.params["dataset.holdout_start"]
+    )
+    assert champion == pytest.approx(holdout_metrics(champion_run.data.metrics))
+    assert champion["holdout.log_loss"] != run.data.metrics["holdout.log_loss"]  # a new model
+    printed = printed_table(lab.second_training)
+    assert_printed(printed["champion (v1)"], champion)
+    assert_printed(printed["model"], holdout_metrics(run.data.metrics))
 
 
-def test_the_served_bundle_is_the_trained_one_with_its_checksums(lab: Lab) -> None:
+def test_the_served_bundle_is_the_trained_one_with_its_checksums(lab: Lab, tmp_path: Path) -> None:
     loaded = lab.registry.load_version("2")
+    folder = lab.registry.download_bundle("2", tmp_path)
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    recomputed = hashlib.sha256()
+    for path in files:
+        recomputed.update(path.relative_to(folder).as_posix().encode())
+        recomputed.update(hashlib.sha256(path.read_bytes()).digest())
 
     assert loaded.bundle.model_version == f"{MODEL}/2"
     assert loaded.run_id == run_of(lab, "2").info.run_id
-    assert len(loaded.checksum) == 64
+    assert loaded.checksum == recomputed.hexdigest()
+    assert loaded.checksum != lab.registry.load_version("1").checksum
+    # The manifest lists the sha256 of every other file of the bundle.
+    assert manifest["files"] == {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in files
+        if path.name != "manifest.json"
+    }
+    assert manifest["metrics"] == pytest.approx(holdout_metrics(run_of(lab, "2").data.metrics))
 
 
 def test_evaluate_compares_champion_and_challenger_on_one_holdout(lab: Lab) -> None:
     output = lab.rapport("evaluate", "--offline", str(lab.offline))
+    printed = printed_table(output)
+    # The offline store the models were trained on: its holdout is the training runs' own.
+    first, second = run_of(lab, "1").data.metrics, run_of(lab, "2").data.metrics
 
-    for column in ("champion (v1)", "challenger (v2)", "popularity", "online_rates"):
-        assert column in output
-    assert "holdout.log_loss" in output
+    assert set(printed) == {"champion (v1)", "challenger (v2)", "popularity", "online_rates"}
+    assert_printed(printed["champion (v1)"], holdout_metrics(first))
+    assert_printed(printed["challenger (v2)"], holdout_metrics(second))
+    assert_printed(printed["popularity"], holdout_metrics(second, "baseline.popularity."))
+    assert_printed(printed["online_rates"], holdout_metrics(second, "baseline.online_rates."))
+    assert "holdout.log_loss" in printed["challenger (v2)"]
 
 
 # ---- promotion: moves the aliases, so it runs last ----

@@ -68,15 +68,54 @@ def test_analyze_takes_the_control_cuped_and_sequential_options(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     path = str(units_csv(tmp_path, covariate=True))
+    fixed = json.loads(rapport(runner, "experiments", "analyze", "--input", path))
     output = rapport(
         runner, "experiments", "analyze", "--input", path, "--control", "treatment",
         "--sequential", "--weights", "control=1,treatment=1",
     )  # fmt: skip
 
     result = json.loads(output)
-    assert result["control"] == "treatment"
-    assert result["cuped"]["variance_reduction"] > 0.3
-    assert result["comparisons"][0]["always_valid"] is not None
+    assert (fixed["control"], result["control"]) == ("control", "treatment")
+    [comparison] = result["comparisons"]
+    assert (comparison["treatment"], comparison["control"]) == ("control", "treatment")
+    assert comparison["absolute_lift"]["estimate"] < 0  # control converts less (10 % vs 14 %)
+    assert 0.3 < result["cuped"]["variance_reduction"] < 1
+    assert comparison["test"] == "welch_t"  # CUPED-adjusted values are compared as means
+    # --sequential: an always-valid result, more conservative than the fixed-horizon one, and
+    # the one that decides significance.
+    assert fixed["sequential"] is False
+    assert fixed["comparisons"][0]["always_valid"] is None
+    assert result["sequential"] is True
+    always_valid = comparison["always_valid"]
+    assert comparison["p_value"] < always_valid["p_value"] < 0.05
+    assert comparison["significant"] is True
+    lift = comparison["absolute_lift"]
+    assert always_valid["ci_low"] < lift["ci_low"] < lift["ci_high"] < always_valid["ci_high"]
+    assert always_valid["mixture_sd"] > 0
+
+
+def test_analyze_checks_the_sample_ratio_against_the_given_weights(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    path = str(units_csv(tmp_path, covariate=False))  # 3000 units in each variant
+
+    def sample_ratio(*weights: str) -> dict[str, object]:
+        output = rapport(runner, "experiments", "analyze", "--input", path, *weights)
+        check: dict[str, object] = json.loads(output)["sample_ratio"]
+        return check
+
+    equal = sample_ratio("--weights", "control=1,treatment=1")
+    skewed = sample_ratio("--weights", "control=3,treatment=1")
+
+    assert equal["expected_shares"] == {"control": 0.5, "treatment": 0.5}
+    assert equal["mismatch"] is False
+    assert skewed["expected_shares"] == {"control": 0.75, "treatment": 0.25}
+    assert skewed["chi_square"] == pytest.approx(2000)  # (3000-4500)²/4500 + (3000-1500)²/1500
+    assert skewed["mismatch"] is True
+    assert sample_ratio() == equal  # no weights: equal shares
+    bad = runner.invoke(app, ["experiments", "analyze", "--input", path, "--weights", "control"])
+    assert bad.exit_code != 0
+    assert "expected NAME=WEIGHT" in bad.output
 
 
 def test_analyze_names_the_column_at_fault(runner: CliRunner, tmp_path: Path) -> None:

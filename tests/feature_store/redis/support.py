@@ -54,6 +54,22 @@ class Target:
         return redis.Redis.from_url(self.client_url)
 
 
+#: How many times its configured worst case a store call may take to give up during an
+#: outage on a loaded host. A call that waited on the OS's TCP timeouts, or retried without
+#: bound, would take far longer.
+OUTAGE_SLACK = 4
+
+
+def unavailable_within(config: RedisStoreConfig) -> float:
+    """Seconds within which a call must raise `StoreUnavailable` when Redis is down: its
+    configured worst case (every attempt timing out on connect and on the command, with the
+    longest backoff between attempts), times `OUTAGE_SLACK`."""
+    attempts = config.retries + 1
+    per_attempt = config.socket_connect_timeout_seconds + config.socket_timeout_seconds
+    worst = attempts * per_attempt + config.retries * config.backoff_cap_seconds
+    return OUTAGE_SLACK * worst
+
+
 def standalone(server: RedisServer) -> Target:
     server.flushall()
     return Target("redis", server.url, server.url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from contextlib import closing
 from datetime import timedelta
 from typing import Any
@@ -44,6 +43,7 @@ from tests.feature_store.redis.support import (
     restamped,
 )
 from tests.feature_store.redis_servers import LocalCluster
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -265,6 +265,7 @@ def test_writers_of_both_customers_during_a_merge_lose_nothing(target: Target) -
     customers = ["cust-a", "cust-b"]
     errors: list[BaseException] = []
     start = threading.Barrier(writers + 1)
+    applied = [0] * writers  # calls each writer has made: the merge starts once all are busy
 
     def write(worker: int) -> None:
         events = [
@@ -283,14 +284,16 @@ def test_writers_of_both_customers_during_a_merge_lose_nothing(target: Target) -
                     # touchpoints do: only the dedup window knows it, not the profile's ring.
                     resend = [restamped(events[i - 1])] if i % 3 == 0 and i else []
                     assert TOO_LATE not in apply_retrying(store, [event, *resend])
+                    applied[worker] += 1
             except BaseException as exc:
                 errors.append(exc)
 
     def link() -> None:
         with closing(target.store(roomy, event_log_cap=CONTRACT_LOG_CAP)) as store:
             start.wait(timeout=30)
-            time.sleep(0.05)  # the writers are under way
             try:
+                # The writers are under way (or done, should one have raised: then it failed).
+                wait_until(lambda: errors or min(applied) >= 3, what="every writer's start")
                 link_retrying(store, [_card("cust-a"), _card("cust-b")])
             except BaseException as exc:
                 errors.append(exc)

@@ -34,6 +34,10 @@ from tests.feature_store.redis.support import (
     standalone,
 )
 from tests.feature_store.redis_servers import LocalCluster, RedisServer
+from tests.waiting import wait_until
+
+#: Redis and this process read the same host clock; Redis's expiry resolution is 1 ms.
+CLOCK_TOLERANCE = 0.005
 
 pytestmark = pytest.mark.redis
 
@@ -226,13 +230,18 @@ def test_after_the_window_only_the_profile_ring_catches_a_resend(
     # Documented behaviour, not a wish: past the window an id is forgotten by the store; an
     # exact resend (same id and time) is still a DUPLICATE thanks to the profile's ring of
     # recent (time, id) pairs, but a resend with another time is folded a second time.
-    with closing(target.store(dedup_window_seconds=0.5)) as store:
+    window = 0.5
+    with closing(target.store(dedup_window_seconds=window)) as store:
+        began = time.time()  # the server runs on this host: the same clock
         store.apply_events([withdrawal("e-1")])
         dedup = store.keys.customer("cust-1").dedup
         assert raw.zscore(dedup, "e-1") is not None
-        time.sleep(0.7)
+        assert 0 < raw.pttl(dedup) <= window * 1000  # set to expire with the window
 
-        assert raw.exists(dedup) == 0  # the whole set expires with its latest id
+        wait_until(lambda: raw.exists(dedup) == 0, what="the dedup window's expiry")
+
+        # Not before the window: whatever the load, the id was kept that long.
+        assert time.time() - began >= window - CLOCK_TOLERANCE
         assert store.apply_events([withdrawal("e-1")]) == [DUPLICATE]
         resent = withdrawal("e-1", at=T0 + timedelta(minutes=1))
         assert store.apply_events([resent]) == [ACCEPTED]
@@ -243,20 +252,31 @@ def test_after_the_window_only_the_profile_ring_catches_a_resend(
 
 
 def test_ids_past_the_window_are_pruned_by_the_next_update(target: Target, raw: RawClient) -> None:
-    with closing(target.store(dedup_window_seconds=1.0)) as store:
+    # e-1 gets a short window, e-2 (from a store configured with a long one) keeps the set
+    # alive: e-1 then outlives its window in the set until an update prunes it. The only
+    # timing assumption is that two consecutive calls are less than `short` apart.
+    short = 2.0
+    with (
+        closing(target.store(dedup_window_seconds=short)) as store,
+        closing(target.store(dedup_window_seconds=600)) as long_lived,
+    ):
         dedup = store.keys.customer("cust-1").dedup
         store.apply_events([withdrawal("e-1")])
-        time.sleep(0.6)
-        store.apply_events([withdrawal("e-2", at=T0 + timedelta(hours=1))])
-        time.sleep(0.6)  # e-1 is past its window now, e-2 is not (unless the host stalls)
-        before_ms = time.time() * 1000  # the server runs on this host: the same clock
+        long_lived.apply_events([withdrawal("e-2", at=T0 + timedelta(hours=1))])
+        e1_expiry_ms = raw.zscore(dedup, "e-1")
+        assert e1_expiry_ms is not None  # within its window when e-2 was committed
+        assert raw.pttl(dedup) > short * 1000  # the set lives as long as its latest id
+
+        wait_until(lambda: time.time() * 1000 > e1_expiry_ms + 1, what="e-1's window to pass")
+
+        assert raw.zscore(dedup, "e-1") is not None  # past its window, but nothing pruned yet
+        before_ms = time.time() * 1000
         store.apply_events([withdrawal("e-3", at=T0 + timedelta(hours=2))])
 
         remaining = dict(raw.zrange(dedup, 0, -1, withscores=True))
         ttl_ms = raw.pttl(dedup)
 
-    assert b"e-1" not in remaining
-    assert b"e-3" in remaining
+    assert set(remaining) == {b"e-2", b"e-3"}  # e-1 pruned, e-2 (600 s) kept
     # The commit kept only ids whose expiry was still ahead of it.
     assert all(expiry > before_ms - 1 for expiry in remaining.values())
-    assert 0 < ttl_ms <= 1000  # the set expires with its latest id
+    assert 0 < ttl_ms <= short * 1000  # the set expires with its latest id

@@ -26,6 +26,7 @@ from tests.feature_store.contract import (
 )
 from tests.feature_store.redis.support import (
     Target,
+    unavailable_within,
 )
 from tests.feature_store.redis_servers import LocalCluster, RedisServer
 
@@ -58,11 +59,12 @@ def test_a_killed_server_makes_calls_unavailable_fast_and_the_store_recovers(
                 "read_decision": partial(store.read_decision, "dec-1"),
                 "population_prior": store.population_prior,
             }
+            bound = unavailable_within(store.redis_config)
             for name, call in calls.items():
                 began = time.monotonic()
                 with pytest.raises(StoreUnavailable):
                     call()
-                assert time.monotonic() - began < 1.0, name
+                assert time.monotonic() - began < bound, name
 
             server.start()  # same port, same append-only file
 
@@ -106,11 +108,12 @@ def test_a_dead_cluster_master_makes_its_customers_unavailable_until_it_is_back(
                     store.apply_events, [withdrawal("x-2", customer_id=lost[0])]
                 ),
             }
+            bound = unavailable_within(store.redis_config)
             for name, call in calls.items():
                 began = time.monotonic()
                 with pytest.raises(StoreUnavailable):
                     call()
-                assert time.monotonic() - began < 1.0, name
+                assert time.monotonic() - began < bound, name
 
             victim.start()  # same port, folder, nodes.conf and append-only file
             local.wait_until_every_node_is_ok()
