@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.serving import UnknownCustomer, UnknownDecision
 from engine.errors import InvalidPreference, UnknownOutcomeTarget
@@ -49,6 +51,19 @@ HTTP_ERROR_CODES = {
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this request's path (Starlette's 405 names only the
+    first route that matched the path, though several routes may share it)."""
+    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    routes = request.app.routes if contexts is None else contexts(request.app.routes)
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -56,10 +71,11 @@ def install_error_handlers(app: FastAPI, retry_after_seconds: int) -> None:
         # The framework's details are fixed texts ("Not Found", "There was an error parsing
         # the body"), never the input.
         message = str(exc.detail) if isinstance(exc.detail, str) else code.replace("_", " ")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(
-            status_code=exc.status_code,
-            headers=dict(exc.headers or {}),
-            content=error_body(code, message.lower()),
+            status_code=exc.status_code, headers=headers, content=error_body(code, message.lower())
         )
 
     @app.exception_handler(Exception)

@@ -37,6 +37,7 @@ ERROR_BODY = {
 }
 
 _DESCRIPTIONS = {
+    "400": "The body is not JSON (invalid UTF-8, cut short, nested too deep, a huge number).",
     "401": "No valid API key (missing, malformed, unknown or revoked).",
     "403": "The key lacks the route's scope.",
     "404": "Not found.",
@@ -53,7 +54,7 @@ _DESCRIPTIONS = {
 ROUTE_STATUSES: dict[tuple[str, str], tuple[str, ...]] = {
     ("get", "/v1/customers/{customer_id}"): ("404", "410"),
     ("put", "/v1/customers/{customer_id}/preferences"): ("410",),
-    ("put", "/v1/customers/{customer_id}/consents"): ("410",),
+    ("put", "/v1/customers/{customer_id}/consents"): ("404", "410"),
     ("get", "/v1/customers/{customer_id}/export"): ("404", "410", "501"),
     ("delete", "/v1/customers/{customer_id}"): ("404",),
     ("post", "/v1/identities/link"): ("410",),
@@ -98,7 +99,7 @@ def completed(document: dict[str, Any]) -> dict[str, Any]:
             if operation.get("security"):
                 statuses |= {"401", "403"}
             if operation.get("requestBody"):
-                statuses.add("413")
+                statuses |= {"400", "413"}
             if path.startswith("/v1/"):
                 statuses.add("503")
             responses = operation.setdefault("responses", {})

@@ -49,6 +49,16 @@ ExperimentIdPath = Annotated[
 ]
 
 
+#: What `Instant` accepts, for the OpenAPI document: years 2000 to 2100, a time, an offset.
+INSTANT_PATTERN = (
+    r"^(20[0-9]{2}|2100)-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
 def as_of(description: str) -> Any:
     """The `as_of` query parameter: an ISO 8601 time with a UTC offset, or absent (now)."""
-    return Query(description=f"{description} ISO 8601 with a UTC offset.")
+    return Query(
+        description=f"{description} ISO 8601 with a UTC offset.",
+        json_schema_extra={"pattern": INSTANT_PATTERN},
+    )

@@ -41,3 +41,10 @@ def test_a_wrong_method_is_a_405_in_the_error_format_with_allow(client: httpx.Cl
     assert answer.status_code == 405
     assert answer.json()["error"] == "method_not_allowed"
     assert "POST" in answer.headers["allow"]
+
+
+def test_a_405_allows_every_method_of_the_path(client: httpx.Client) -> None:
+    answer = client.request("PATCH", "/v1/customers/cust-1")
+
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "DELETE, GET"
