@@ -12,6 +12,7 @@ from api.auth import KeyAuthenticator, install_auth_error_handlers
 from api.errors import install_error_handlers
 from api.logs import AccessLog, configure_logging
 from api.model_server import open_model_server, start_serving, stop_serving
+from api.overload import OverloadGuard, OverloadLimits
 from api.routes import (
     customers,
     decisions,
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(OverloadGuard, limits=OverloadLimits.of(settings))  # inside the log
     app.add_middleware(AccessLog)
     if settings.cors_origins:
         # Added last, so outermost: preflights are answered before any key is asked for, and

@@ -60,6 +60,27 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     store_retry_after_seconds: int = Field(2, ge=1, description="Retry-After hint on 503.")
+    max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="Requests one worker runs at once (RAPPORT_MAX_IN_FLIGHT); more wait for a "
+        "slot, within queue_wait_seconds. Health probes are not counted.",
+    )
+    queue_wait_seconds: float = Field(
+        0.1,
+        ge=0,
+        description="How long a request may wait for a slot, in seconds; then it is answered "
+        "503 with Retry-After at once (0: refused as soon as every slot is taken).",
+    )
+    request_deadline_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds from a request's arrival by which it is answered: one still running "
+        "then is answered 503 with Retry-After, never late.",
+    )
+    overload_retry_after_seconds: int = Field(
+        1, ge=0, description="Retry-After hint on a 503 for overload or a missed deadline."
+    )
     identity_secret: SecretStr = Field(
         SecretStr(DEVELOPMENT_IDENTITY_SECRET),
         min_length=16,

@@ -1,0 +1,169 @@
+"""Overload protection: a bound on requests in flight per worker, and a deadline for each.
+
+Past its capacity a worker that takes every request makes all of them late: each waits behind
+the others until clients give up, and the worker goes on serving requests nobody waits for, so
+goodput falls to zero. `OverloadGuard` keeps it at capacity instead:
+
+* at most `max_in_flight` requests run at once; a request beyond that waits for a slot for at
+  most `queue_seconds`, then gets a fast `503` with `Retry-After` (it never started);
+* a request still unanswered `deadline_seconds` after it arrived gets a `503` at that moment,
+  provided nothing of its response was sent yet, never a late answer. Its handler is cancelled
+  and its slot stays taken until the handler has really finished: a handler running in a
+  thread cannot be stopped, and the bound is on work, not on answers;
+* health probes (`/healthz`, `/readyz`) are exempt, so a busy worker is not taken for dead.
+
+It is plain ASGI: Starlette's `BaseHTTPMiddleware` costs a task, a stream and a copy per
+request, which shows at thousands of requests per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from api.settings import Settings
+
+#: Paths answered whatever the load: liveness and readiness probes.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadLimits:
+    """How much a worker takes on. Times in seconds."""
+
+    max_in_flight: int = 64
+    queue_seconds: float = 0.1
+    deadline_seconds: float = 1.0
+    retry_after_seconds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if self.queue_seconds < 0 or self.deadline_seconds <= 0 or self.retry_after_seconds < 0:
+            raise ValueError("queue_seconds >= 0, deadline_seconds > 0, retry_after_seconds >= 0")
+
+    @classmethod
+    def of(cls, settings: Settings) -> OverloadLimits:
+        return cls(
+            max_in_flight=settings.max_in_flight,
+            queue_seconds=settings.queue_wait_seconds,
+            deadline_seconds=settings.request_deadline_seconds,
+            retry_after_seconds=settings.overload_retry_after_seconds,
+        )
+
+
+def _error_answer(code: str, message: str, retry_after: int) -> tuple[Message, Message]:
+    """The start and body messages of a 503 in the API's error shape (see api/errors.py)."""
+    body = json.dumps({"error": code, "message": message, "errors": []}).encode()
+    start: Message = {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry_after).encode()),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
+class _Exchange:
+    """What the guarded handler has sent: whether its answer started, and whether it was cut
+    off (its later messages are then dropped: the client already has its 503)."""
+
+    __slots__ = ("cut_off", "send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.cut_off = False
+
+    async def __call__(self, message: Message) -> None:
+        if self.cut_off:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
+class OverloadGuard:
+    """Pure ASGI middleware bounding the requests in flight and answering none late."""
+
+    def __init__(self, app: ASGIApp, limits: OverloadLimits | None = None) -> None:
+        self.app = app
+        self.limits = limits or OverloadLimits()
+        self._slots = asyncio.Semaphore(self.limits.max_in_flight)
+        retry = self.limits.retry_after_seconds
+        self._busy = _error_answer("overloaded", "the server is at capacity; retry later", retry)
+        self._late = _error_answer(
+            "deadline_exceeded", "the request could not be answered in time; retry later", retry
+        )
+        #: Counts since start, for the benchmarks and the logs: requests refused at the door
+        #: and requests answered 503 at their deadline.
+        self.refused = 0
+        self.timed_out = 0
+        #: Requests holding a slot now (handlers cut off at their deadline included).
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        arrived = time.monotonic()
+        if not await self._take_slot():
+            self.refused += 1
+            await self._answer(send, self._busy)
+            return
+        exchange = _Exchange(send)
+        handler = asyncio.ensure_future(self.app(scope, receive, exchange))
+        handler.add_done_callback(self._release)
+        remaining = self.limits.deadline_seconds - (time.monotonic() - arrived)
+        done, _ = await asyncio.wait((handler,), timeout=max(0.0, remaining))
+        if done:
+            handler.result()  # re-raises what the handler raised
+            return
+        if exchange.started:
+            # Too late to answer otherwise: let the handler finish what it began.
+            await handler
+            return
+        exchange.cut_off = True
+        self.timed_out += 1
+        handler.cancel()
+        await self._answer(send, self._late)
+
+    async def _take_slot(self) -> bool:
+        """Take a slot now if one is free, else wait for one within the queueing budget."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns without suspending
+            self.in_flight += 1
+            return True
+        if self.limits.queue_seconds <= 0:
+            return False
+        try:
+            async with asyncio.timeout(self.limits.queue_seconds):
+                await self._slots.acquire()
+        except TimeoutError:
+            return False
+        self.in_flight += 1
+        return True
+
+    def _release(self, handler: asyncio.Future[None]) -> None:
+        self.in_flight -= 1
+        self._slots.release()
+        if handler.cancelled():
+            return
+        # Retrieved, so that a handler cut off at its deadline that then failed is not
+        # reported as "exception never retrieved"; one answered in time re-raised it already.
+        handler.exception()
+
+    @staticmethod
+    async def _answer(send: Send, answer: tuple[Message, Message]) -> None:
+        start, body = answer
+        await send(start)
+        await send(body)
