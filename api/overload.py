@@ -74,13 +74,15 @@ def _error_answer(code: str, message: str, retry_after: int) -> tuple[Message, M
 
 
 class _Exchange:
-    """What the guarded handler has sent: whether its answer started, and whether it was cut
-    off (its later messages are then dropped: the client already has its 503)."""
+    """The guarded handler's `send`: it notes whether the answer started and cuts the handler
+    off at its deadline. An answer begun after the deadline (the timer had not run yet: the
+    event loop was busy) is replaced by the late-answer 503, and after a cut-off every message
+    of the handler is dropped: the client already has its 503."""
 
-    __slots__ = ("cut_off", "send", "started")
+    __slots__ = ("cut_off", "deadline", "late_answer", "send", "started")
 
-    def __init__(self, send: Send) -> None:
-        self.send = send
+    def __init__(self, send: Send, deadline: float, late_answer: tuple[Message, Message]) -> None:
+        self.send, self.deadline, self.late_answer = send, deadline, late_answer
         self.started = False
         self.cut_off = False
 
@@ -88,8 +90,21 @@ class _Exchange:
         if self.cut_off:
             return
         if message["type"] == "http.response.start":
+            if time.monotonic() > self.deadline:
+                await self.cut(answer=True)
+                return
             self.started = True
         await self.send(message)
+
+    async def cut(self, *, answer: bool) -> None:
+        """Drop the handler's messages from now on; with `answer`, send the 503 instead."""
+        if self.cut_off:
+            return
+        self.cut_off = True
+        if answer:
+            start, body = self.late_answer
+            await self.send(start)
+            await self.send(body)
 
 
 class OverloadGuard:
@@ -120,22 +135,23 @@ class OverloadGuard:
             self.refused += 1
             await self._answer(send, self._busy)
             return
-        exchange = _Exchange(send)
+        deadline = arrived + self.limits.deadline_seconds
+        exchange = _Exchange(send, deadline, self._late)
         handler = asyncio.ensure_future(self.app(scope, receive, exchange))
         handler.add_done_callback(self._release)
-        remaining = self.limits.deadline_seconds - (time.monotonic() - arrived)
-        done, _ = await asyncio.wait((handler,), timeout=max(0.0, remaining))
+        done, _ = await asyncio.wait((handler,), timeout=max(0.0, deadline - time.monotonic()))
         if done:
+            if exchange.cut_off:  # it began its answer too late: the 503 went instead
+                self.timed_out += 1
             handler.result()  # re-raises what the handler raised
             return
-        if exchange.started:
-            # Too late to answer otherwise: let the handler finish what it began.
+        if exchange.started or exchange.cut_off:
+            # Its answer is on its way (its own, or the 503 that replaced a late one).
             await handler
             return
-        exchange.cut_off = True
         self.timed_out += 1
         handler.cancel()
-        await self._answer(send, self._late)
+        await exchange.cut(answer=True)
 
     async def _take_slot(self) -> bool:
         """Take a slot now if one is free, else wait for one within the queueing budget."""

@@ -38,6 +38,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # Measured with bench.decisions on the floor app: see SERVER_STACK in bench/decisions.py.
+        loop="uvloop",
+        http="httptools",
         access_log=False,  # the app logs route templates, never paths that hold identifiers
         log_level=settings.log_level.lower(),
     )
