@@ -6,11 +6,15 @@ goodput falls to zero. `OverloadGuard` keeps it at capacity instead:
 
 * at most `max_in_flight` requests run at once; a request beyond that waits for a slot for at
   most `queue_seconds`, then gets a fast `503` with `Retry-After` (it never started);
-* a request still unanswered `deadline_seconds` after it arrived gets a `503` at that moment,
+* a request still unanswered at its deadline gets a `503` at that moment,
   provided nothing of its response was sent yet, never a late answer. Its handler is cancelled
   and its slot stays taken until the handler has really finished: a handler running in a
   thread cannot be stopped, and the bound is on work, not on answers;
 * health probes (`/healthz`, `/readyz`) are exempt, so a busy worker is not taken for dead.
+
+The deadline is `deadline_seconds` (about a second) for what touchpoints wait on: decisions and
+outcomes (`INTERACTIVE_PREFIXES`). Every other route (batches of events, exports, erasure, admin)
+does bulk work whose time grows with its input, and gets `bulk_deadline_seconds`.
 
 It is plain ASGI: Starlette's `BaseHTTPMiddleware` costs a task, a stream and a copy per
 request, which shows at thousands of requests per second.
@@ -31,6 +35,8 @@ if TYPE_CHECKING:
 
 #: Paths answered whatever the load: liveness and readiness probes.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
+#: Routes a touchpoint waits on, given the short deadline.
+INTERACTIVE_PREFIXES = ("/v1/decisions", "/v1/outcomes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +46,16 @@ class OverloadLimits:
     max_in_flight: int = 64
     queue_seconds: float = 0.1
     deadline_seconds: float = 1.0
+    bulk_deadline_seconds: float = 30.0
     retry_after_seconds: int = 1
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        if self.queue_seconds < 0 or self.deadline_seconds <= 0 or self.retry_after_seconds < 0:
-            raise ValueError("queue_seconds >= 0, deadline_seconds > 0, retry_after_seconds >= 0")
+        if self.queue_seconds < 0 or self.retry_after_seconds < 0:
+            raise ValueError("queue_seconds and retry_after_seconds must be >= 0")
+        if self.deadline_seconds <= 0 or self.bulk_deadline_seconds <= 0:
+            raise ValueError("deadlines must be > 0")
 
     @classmethod
     def of(cls, settings: Settings) -> OverloadLimits:
@@ -54,6 +63,7 @@ class OverloadLimits:
             max_in_flight=settings.max_in_flight,
             queue_seconds=settings.queue_wait_seconds,
             deadline_seconds=settings.request_deadline_seconds,
+            bulk_deadline_seconds=settings.bulk_deadline_seconds,
             retry_after_seconds=settings.overload_retry_after_seconds,
         )
 
@@ -135,7 +145,11 @@ class OverloadGuard:
             self.refused += 1
             await self._answer(send, self._busy)
             return
-        deadline = arrived + self.limits.deadline_seconds
+        interactive = scope["path"].startswith(INTERACTIVE_PREFIXES)
+        limits = self.limits
+        deadline = arrived + (
+            limits.deadline_seconds if interactive else limits.bulk_deadline_seconds
+        )
         exchange = _Exchange(send, deadline, self._late)
         handler = asyncio.ensure_future(self.app(scope, receive, exchange))
         handler.add_done_callback(self._release)

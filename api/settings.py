@@ -75,8 +75,14 @@ class Settings(BaseSettings):
     request_deadline_seconds: float = Field(
         1.0,
         gt=0,
-        description="Seconds from a request's arrival by which it is answered: one still running "
-        "then is answered 503 with Retry-After, never late.",
+        description="Seconds from its arrival by which a decision or an outcome is answered: "
+        "one still running then is answered 503 with Retry-After, never late.",
+    )
+    bulk_deadline_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="The same deadline for every other route (event batches, exports, erasure, "
+        "admin), whose work grows with its input.",
     )
     overload_retry_after_seconds: int = Field(
         1, ge=0, description="Retry-After hint on a 503 for overload or a missed deadline."

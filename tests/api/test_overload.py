@@ -19,7 +19,8 @@ from fastapi import FastAPI
 from api.settings import Settings
 from tests.api.conftest import LiveServer, bearer
 
-HOLD = "/test/hold"
+HOLD = "/v1/outcomes/test-hold"  # an interactive route: the short deadline
+BULK_HOLD = "/test/bulk-hold"  # any other route: the bulk deadline
 WAIT_SECONDS = 20.0  # generous bound on anything the test waits for
 
 
@@ -39,6 +40,7 @@ class Gate:
             return {"status": "released"}
 
         app.add_api_route(HOLD, hold, methods=["GET"])
+        app.add_api_route(BULK_HOLD, hold, methods=["GET"])
 
     def wait_entered(self) -> None:
         assert self.entered.acquire(timeout=WAIT_SECONDS), "the held handler never started"
@@ -131,3 +133,17 @@ def test_decisions_are_answered_as_usual_under_the_guard(settings: Settings, api
         response = client.post("/v1/decisions", json=question, headers=bearer(api_key))
         assert response.status_code == 200
         assert response.json()["customer_id"] == "cust-guarded"
+
+
+def test_bulk_routes_get_the_longer_deadline(settings: Settings, pool: ThreadPoolExecutor) -> None:
+    settings = settings.model_copy(
+        update={"request_deadline_seconds": 0.2, "bulk_deadline_seconds": 60}
+    )
+    gate = Gate()
+    with guarded_server(settings, gate) as client:
+        bulk: Future[httpx.Response] = pool.submit(client.get, BULK_HOLD)
+        gate.wait_entered()
+        assert_refused(client.get(HOLD), "deadline_exceeded")  # the short one, meanwhile
+        assert not bulk.done()
+        gate.open.set()
+        assert bulk.result(WAIT_SECONDS).json() == {"status": "released"}
