@@ -112,9 +112,7 @@ class _Exchange:
             return
         self.cut_off = True
         if answer:
-            start, body = self.late_answer
-            await self.send(start)
-            await self.send(body)
+            await send_answer(self.send, self.late_answer)
 
 
 class OverloadGuard:
@@ -143,7 +141,7 @@ class OverloadGuard:
         arrived = time.monotonic()
         if not await self._take_slot():
             self.refused += 1
-            await self._answer(send, self._busy)
+            await send_answer(send, self._busy)
             return
         interactive = scope["path"].startswith(INTERACTIVE_PREFIXES)
         limits = self.limits
@@ -192,8 +190,10 @@ class OverloadGuard:
         # reported as "exception never retrieved"; one answered in time re-raised it already.
         handler.exception()
 
-    @staticmethod
-    async def _answer(send: Send, answer: tuple[Message, Message]) -> None:
-        start, body = answer
-        await send(start)
-        await send(body)
+
+async def send_answer(send: Send, answer: tuple[Message, Message]) -> None:
+    """Send a prepared answer. Its messages are copied: an outer middleware may add headers to
+    the list it is given (CORS does), which must not pile up in the template."""
+    start, body = answer
+    await send({**start, "headers": list(start["headers"])})
+    await send(dict(body))

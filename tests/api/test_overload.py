@@ -1,5 +1,5 @@
 """Overload protection over real HTTP: the real app, served by uvicorn, with a route that holds
-its request until the test lets it go (a thread-pool handler, like the decision route).
+its request until the test lets it go, and cannot be stopped meanwhile (like a sync route).
 
 No timing is asserted: only causality (a 503 that arrives while its handler is still held was
 not answered late) and what each answer says.
@@ -7,6 +7,7 @@ not answered late) and what each answer says.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,18 +26,31 @@ WAIT_SECONDS = 20.0  # generous bound on anything the test waits for
 
 
 class Gate:
-    """Handlers of `HOLD` signal that they entered, then wait until the gate opens."""
+    """Handlers of `HOLD` signal that they entered, then wait until the gate opens.
+
+    The wait runs in a thread, and a cancelled handler still waits for it to end, as Starlette
+    does for a sync route: such a handler cannot be stopped. (The route itself is async, so it
+    enters at once: a sync route may be cancelled before its thread starts, and never enter.)
+    """
 
     def __init__(self) -> None:
         self.entered = threading.Semaphore(0)
         self.open = threading.Event()
         self.finished = threading.Semaphore(0)
 
+    def _wait(self) -> None:
+        self.open.wait(WAIT_SECONDS)
+        self.finished.release()
+
     def install(self, app: FastAPI) -> None:
-        def hold() -> dict[str, str]:
+        async def hold() -> dict[str, str]:
             self.entered.release()
-            self.open.wait(WAIT_SECONDS)
-            self.finished.release()
+            waiting = asyncio.get_running_loop().run_in_executor(None, self._wait)
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                await waiting
+                raise
             return {"status": "released"}
 
         app.add_api_route(HOLD, hold, methods=["GET"])
@@ -147,3 +161,22 @@ def test_bulk_routes_get_the_longer_deadline(settings: Settings, pool: ThreadPoo
         assert not bulk.done()
         gate.open.set()
         assert bulk.result(WAIT_SECONDS).json() == {"status": "released"}
+
+
+def test_refusals_carry_the_cors_headers_once_each_time(
+    settings: Settings, pool: ThreadPoolExecutor
+) -> None:
+    origin = "https://app.example.com"
+    settings = settings.model_copy(
+        update={"max_in_flight": 1, "queue_wait_seconds": 0, "cors_origins": [origin]}
+    )
+    gate = Gate()
+    with guarded_server(settings, gate) as client:
+        held: Future[httpx.Response] = pool.submit(client.get, HOLD)
+        gate.wait_entered()
+        for _ in range(3):
+            refused = client.get(HOLD, headers={"Origin": origin})
+            assert_refused(refused, "overloaded")
+            assert refused.headers.get_list("access-control-allow-origin") == [origin]
+        gate.open.set()
+        assert held.result(WAIT_SECONDS).status_code == 200
