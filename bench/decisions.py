@@ -87,6 +87,9 @@ def main(
     overload_factor: Annotated[float, typer.Option(min=1, help="x capacity offered.")] = 3,
     deadline: Annotated[float, typer.Option(help="Rapport's request deadline, s.")] = 1.0,
     guard: Annotated[bool, typer.Option(help="Rapport's overload guard on.")] = True,
+    max_in_flight: Annotated[
+        int | None, typer.Option(min=1, help="Rapport's RAPPORT_MAX_IN_FLIGHT (its default).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path(
         "var/bench/decisions.json"
     ),
@@ -111,6 +114,7 @@ def main(
         "overload_factor": overload_factor,
         "deadline_s": deadline,
         "guard": guard,
+        "max_in_flight": max_in_flight,
     }
     report: dict[str, Any] = {
         "benchmark": "decisions",
@@ -125,6 +129,7 @@ def main(
         deadline=deadline,
         guard=guard,
         connections=connections,
+        max_in_flight=max_in_flight,
     )
     with tempfile.TemporaryDirectory(prefix="rapport-bench-") as folder, ExitStack() as stack:
         bench.start(stack, Path(folder))
@@ -157,7 +162,9 @@ class DecisionsBench:
         deadline: float,
         guard: bool,
         connections: int,
+        max_in_flight: int | None = None,
     ) -> None:
+        self.max_in_flight = max_in_flight
         self.stores, self.customers, self.seed = stores, customers, seed
         self.deadline, self.guard, self.connections = deadline, guard, connections
         self.servers: dict[str, Server] = {}
@@ -185,6 +192,8 @@ class DecisionsBench:
                 "RAPPORT_LOG_LEVEL": "WARNING",
                 "RAPPORT_REQUEST_DEADLINE_SECONDS": str(self.deadline),
             }
+            if self.max_in_flight is not None:
+                env["RAPPORT_MAX_IN_FLIGHT"] = str(self.max_in_flight)
             if not self.guard:
                 env |= {"RAPPORT_MAX_IN_FLIGHT": "1000000", "RAPPORT_QUEUE_WAIT_SECONDS": "3600"}
                 env["RAPPORT_REQUEST_DEADLINE_SECONDS"] = "3600"
