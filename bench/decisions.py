@@ -266,9 +266,16 @@ class DecisionsBench:
                 run["rate"] / base["rate"] if base["rate"] else math.nan
                 for run, base in zip(runs[name], runs[floor], strict=True)
             ]
+            cpu_ratios = [  # the floor's CPU per request over this one's: steadier than rates
+                base["server_cpu_ms_per_request"] / run["server_cpu_ms_per_request"]
+                if run["server_cpu_ms_per_request"]
+                else math.nan
+                for run, base in zip(runs[name], runs[floor], strict=True)
+            ]
             summary[name] = {
                 "rate": statistics.median(rates),
                 "ratio_to_floor": statistics.median(ratios),
+                "cpu_ratio_to_floor": statistics.median(cpu_ratios),
                 "p50_ms": statistics.median(run["latency_ms"]["p50"] for run in runs[name]),
                 "p99_ms": statistics.median(run["latency_ms"]["p99"] for run in runs[name]),
                 "server_cpu_ms_per_request": statistics.median(
@@ -402,8 +409,12 @@ def _fmt(value: float, spec: str = ".0f") -> str:
 
 def print_closed(closed: dict[str, Any]) -> None:
     rounds = len(next(iter(closed["rounds"].values())))
-    print(f"\nClosed loop: {rounds} rounds, medians; CPU per request of the server process")
-    header = ["server", "req/s", "x floor", "p50 ms", "p99 ms", "CPU ms/req", "errors"]
+    print(
+        f"\nClosed loop: {rounds} rounds, medians; CPU per request of the server process "
+        "(CPU x floor: the floor's CPU per request over the server's)"
+    )
+    header = ["server", "req/s", "x floor", "p50 ms", "p99 ms", "CPU ms/req", "CPU x floor"]
+    header += ["errors"]
     header += ["gen CPU ms/req", "gen CPU %", "others %"]
     rows = [
         [
@@ -413,6 +424,7 @@ def print_closed(closed: dict[str, Any]) -> None:
             _fmt(s["p50_ms"], ".2f"),
             _fmt(s["p99_ms"], ".2f"),
             _fmt(s["server_cpu_ms_per_request"], ".2f"),
+            _fmt(s["cpu_ratio_to_floor"], ".3f"),
             str(s["errors"]),
             _fmt(s["generator_cpu_ms_per_request"], ".3f"),
             _fmt(s["generator_cpu_percent"]),
