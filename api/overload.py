@@ -43,7 +43,7 @@ INTERACTIVE_PREFIXES = ("/v1/decisions", "/v1/outcomes")
 class OverloadLimits:
     """How much a worker takes on. Times in seconds."""
 
-    max_in_flight: int = 64
+    max_in_flight: int = 8
     queue_seconds: float = 0.1
     deadline_seconds: float = 1.0
     bulk_deadline_seconds: float = 30.0
