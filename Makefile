@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test redis chromium lint types pytest bench learning nba train mlflow-ui clean
+.PHONY: demo test redis chromium lint types pytest bench bench-decisions bench-overload \
+	bench-stack bench-ingest bench-memory bench-latency learning nba train mlflow-ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +40,31 @@ types: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2 -q
 
-## Decision latency benchmark (open loop) against a bare FastAPI baseline.
-bench: $(STAMP)
+## Decisions beside the floor: closed loop (capacity, x floor, CPU per decision), then open loop
+## at 25/50/90% of capacity. Each bench prints its tables and writes JSON under var/bench/.
+bench: bench-decisions
+
+bench-decisions: $(STAMP) redis
+	$(BIN)/python -m bench.decisions --phases closed,open --out var/bench/decisions.json
+
+## Offered at 3x the measured capacity for 20 s: goodput within the deadline, late answers.
+bench-overload: $(STAMP) redis
+	$(BIN)/python -m bench.decisions --phases closed,overload --rounds 1 --out var/bench/overload.json
+
+## The floor on asyncio + h11 against uvloop + httptools (what `rapport serve` runs).
+bench-stack: $(STAMP) redis
+	$(BIN)/python -m bench.decisions --phases stack --stores '' --out var/bench/stack.json
+
+## Events/s accepted by one worker: batches of 1,000 over 10,000 customers, Redis and SQLite.
+bench-ingest: $(STAMP) redis
+	$(BIN)/python -m bench.ingest --out var/bench/ingest.json
+
+## Redis bytes per customer by key type (demo population), and one customer with 10,000 events.
+bench-memory: $(STAMP) redis
+	$(BIN)/python -m bench.redis_memory --out var/bench/redis_memory.json
+
+## The earlier open-loop latency bench against a bare endpoint without a store.
+bench-latency: $(STAMP)
 	$(BIN)/python -m bench.decisions_latency --rate 50 --duration 20
 
 ## Learning figures on the synthetic population (README "What it learns").

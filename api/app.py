@@ -18,6 +18,7 @@ from api.limits import BodyLimits, InputGuard
 from api.logs import AccessLog, configure_logging, log_unhandled
 from api.model_server import open_model_server, start_serving, stop_serving
 from api.openapi import install_openapi
+from api.overload import OverloadGuard, OverloadLimits
 from api.routes import (
     customers,
     decisions,
@@ -110,6 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_docs(app)
     install_openapi(app)
+    # Middleware added later wraps what was added before: the access log sees every answer,
+    # the overload guard refuses before a key is looked up or a body read, and the input
+    # guard checks the key, then bounds the body, before the app parses anything.
     app.add_middleware(
         InputGuard,
         limits=BodyLimits(
@@ -119,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         auth_enabled=settings.auth_enabled,
     )
+    app.add_middleware(OverloadGuard, limits=OverloadLimits.of(settings))
     app.add_middleware(AccessLog)
     if settings.cors_origins:
         # Added last, so outermost: preflights are answered before any key is asked for, and

@@ -60,6 +60,35 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     store_retry_after_seconds: int = Field(2, ge=1, description="Retry-After hint on 503.")
+    max_in_flight: int = Field(
+        8,
+        ge=1,
+        description="Requests one worker runs at once (RAPPORT_MAX_IN_FLIGHT); more wait for a "
+        "slot, within queue_wait_seconds. Health probes are not counted. A worker is one core: "
+        "more in flight only queues inside it (and, for thread-pool routes, makes threads fight "
+        "for the GIL); at 3x capacity, 8 answered nothing late where 64 did (bench.decisions).",
+    )
+    queue_wait_seconds: float = Field(
+        0.1,
+        ge=0,
+        description="How long a request may wait for a slot, in seconds; then it is answered "
+        "503 with Retry-After at once (0: refused as soon as every slot is taken).",
+    )
+    request_deadline_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds from its arrival by which a decision or an outcome is answered: "
+        "one still running then is answered 503 with Retry-After, never late.",
+    )
+    bulk_deadline_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="The same deadline for every other route (event batches, exports, erasure, "
+        "admin), whose work grows with its input.",
+    )
+    overload_retry_after_seconds: int = Field(
+        1, ge=0, description="Retry-After hint on a 503 for overload or a missed deadline."
+    )
     identity_secret: SecretStr = Field(
         SecretStr(DEVELOPMENT_IDENTITY_SECRET),
         min_length=16,

@@ -1,7 +1,7 @@
 """Memory per customer of the Redis store, measured on the demo population.
 
     .venv/bin/python -m bench.redis_memory [--customers 1000] [--seed 7] [--days 180]
-        [--decisions 1]
+        [--decisions 1] [--heavy-events 10000] [--out var/bench/redis_memory.json]
 
 Set-up: a fresh `redis-server` (from PATH) on a free loopback port, in a temporary folder,
 without persistence. The synthetic population `PopulationSpec(customers, seed, start=2026-01-01
@@ -15,6 +15,10 @@ the same figures.
 `used_memory` (INFO) before and after is printed as a cross-check: it also holds the
 allocator's overhead and fragmentation, which MEMORY USAGE does not see.
 
+Then one more customer gets `--heavy-events` events (ATM withdrawals spread over the same
+days) and one decision, and what the store grew by is reported by kind of key: the cost of one
+long history, which a bounded layout keeps bounded.
+
 The population is loaded at once, so every event id is still inside the dedup window (7 days
 after its acceptance); in a steady state the window holds only the ids of the last 7 days.
 The bytes per element are printed so the figures can be scaled to other volumes.
@@ -23,6 +27,7 @@ The bytes per element are printed so the figures can be scaled to other volumes.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import socket
@@ -32,7 +37,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -44,13 +49,14 @@ from api.cli.common import load_events
 from api.serving import decide_for
 from engine.config import EngineConfig
 from engine.decision import DecisionRequest
-from engine.events import Channel
+from engine.events import Channel, Event, EventType
 from feature_store.factory import open_store
 from feature_store.keys import DEFAULT_PREFIX
 from training.simulation.population import PopulationSpec, generate_population
 
 HOST = "127.0.0.1"  # loopback only
 START = datetime(2026, 1, 1, tzinfo=UTC)
+HEAVY_CUSTOMER = "cust-heavy"
 STARTUP_SECONDS = 20.0
 STOP_SECONDS = 10.0
 
@@ -66,9 +72,13 @@ _CUSTOMER_KINDS = {
     "g": "merge intents",
     "a": "alias",
     "l": "lease",
+    "le": "event log index",
+    "ld": "decision log index",
 }
 _OTHER_KINDS = {
     f"{DEFAULT_PREFIX}:dec:": "decision log",
+    f"{DEFAULT_PREFIX}:log:": "global log streams",
+    f"{DEFAULT_PREFIX}:order:": "global log order",
     f"{DEFAULT_PREFIX}:pop": "population counters",
     f"{DEFAULT_PREFIX}:id:": "identifiers",
     f"{DEFAULT_PREFIX}:erased:": "erasure records",
@@ -100,8 +110,8 @@ def key_kind(key: str) -> str:
 
 
 def measure(client: redis.Redis) -> dict[str, KindTotal]:
-    """MEMORY USAGE (exact) of every key, summed by kind, with the entries of lists, sorted sets
-    and hashes as elements (1 for a string)."""
+    """MEMORY USAGE (exact) of every key, summed by kind, with the entries of lists, sorted sets,
+    hashes and streams as elements (1 for a string)."""
     totals: dict[str, KindTotal] = defaultdict(KindTotal)
     for raw_key in client.scan_iter(count=1000):
         key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
@@ -115,6 +125,8 @@ def measure(client: redis.Redis) -> dict[str, KindTotal]:
             total.elements += int(client.zcard(key))
         elif kind in (b"hash", "hash"):
             total.elements += int(client.hlen(key))
+        elif kind in (b"stream", "stream"):
+            total.elements += int(client.xlen(key))
         else:
             total.elements += 1
     return dict(totals)
@@ -150,10 +162,46 @@ class Measurement:
     totals: dict[str, KindTotal]
     used_memory_empty: int  # bytes
     used_memory_loaded: int  # bytes
+    heavy_events: int = 0
+    #: What the store grew by, by kind of key, for one customer with `heavy_events` events.
+    heavy_totals: dict[str, KindTotal] | None = None
 
 
-def measure_population(spec: PopulationSpec, decisions_per_customer: int = 1) -> Measurement:
-    """Load `spec`'s population and decisions (at an ATM) into a fresh redis-server."""
+def heavy_history(spec: PopulationSpec, count: int) -> list[Event]:
+    """`count` ATM withdrawals of one customer, evenly over the spec's days."""
+    step = timedelta(days=spec.days) / max(1, count)
+    return [
+        Event(
+            event_id=f"heavy-{number}",
+            customer_id=HEAVY_CUSTOMER,
+            touchpoint="atm-0042",
+            channel=Channel.ATM,
+            type=EventType.REQUEST,
+            occurred_at=spec.start + number * step,
+            attributes={"request": "cash_withdrawal", "amount": 50, "currency": "EUR"},
+        )
+        for number in range(count)
+    ]
+
+
+def growth(before: dict[str, KindTotal], after: dict[str, KindTotal]) -> dict[str, KindTotal]:
+    """What each kind of key gained from `before` to `after` (unchanged kinds left out)."""
+    grown = {}
+    for kind, total in after.items():
+        old = before.get(kind, KindTotal())
+        delta = KindTotal(
+            total.keys - old.keys, total.elements - old.elements, total.bytes - old.bytes
+        )
+        if delta != KindTotal():
+            grown[kind] = delta
+    return grown
+
+
+def measure_population(
+    spec: PopulationSpec, decisions_per_customer: int = 1, heavy_events: int = 0
+) -> Measurement:
+    """Load `spec`'s population and decisions (at an ATM) into a fresh redis-server; then, with
+    `heavy_events`, one customer with that many events and a decision."""
     population = generate_population(spec)
     with (
         tempfile.TemporaryDirectory(prefix="rapport-redis-memory-") as folder,
@@ -173,13 +221,29 @@ def measure_population(spec: PopulationSpec, decisions_per_customer: int = 1) ->
                     decided_at = end - timedelta(hours=decisions_per_customer - number)
                     if decide_for(store, question, at=decided_at).degraded:
                         raise SystemExit("the Redis store did not answer a decision")
+            load_seconds = time.perf_counter() - started
+            totals = measure(client)
+            loaded = used_memory(client)
+            heavy_totals = None
+            if heavy_events:
+                history = heavy_history(spec, heavy_events)
+                for first in range(0, len(history), 1000):
+                    store.apply_events(history[first : first + 1000])
+                question = DecisionRequest(
+                    customer_id=HEAVY_CUSTOMER, touchpoint="atm-0042", channel=Channel.ATM
+                )
+                if decide_for(store, question, at=end).degraded:
+                    raise SystemExit("the Redis store did not answer a decision")
+                heavy_totals = growth(totals, measure(client))
         return Measurement(
             redis_version=str(client.info("server")["redis_version"]),
             events=events,
-            load_seconds=time.perf_counter() - started,
-            totals=measure(client),
+            load_seconds=load_seconds,
+            totals=totals,
             used_memory_empty=empty,
-            used_memory_loaded=used_memory(client),
+            used_memory_loaded=loaded,
+            heavy_events=heavy_events,
+            heavy_totals=heavy_totals,
         )
 
 
@@ -188,10 +252,14 @@ def main(
     seed: Annotated[int, typer.Option(min=0, help="Seed of the population.")] = 7,
     days: Annotated[int, typer.Option(min=1, help="Days of history.")] = 180,
     decisions: Annotated[int, typer.Option(min=0, help="Decisions per customer.")] = 1,
+    heavy_events: Annotated[
+        int, typer.Option(min=0, help="Events of one more customer, measured apart (0: none).")
+    ] = 10_000,
+    out: Annotated[Path | None, typer.Option(help="Where to write the JSON results.")] = None,
 ) -> None:
     """Load the demo population into a fresh redis-server and print the memory per customer."""
     spec = PopulationSpec(customers=customers, seed=seed, start=START, days=days)
-    result = measure_population(spec, decisions)
+    result = measure_population(spec, decisions, heavy_events)
     print(
         f"Redis {result.redis_version}; {customers:,} customers (seed {seed}, {days} days from "
         f"{START:%Y-%m-%d}): {result.events:,} events ({result.events / customers:.1f} per "
@@ -205,6 +273,46 @@ def main(
         f"({result.used_memory_empty:,} -> {result.used_memory_loaded:,} bytes): MEMORY USAGE "
         "plus the allocator's overhead."
     )
+    if result.heavy_totals is not None:
+        print(f"\nOne customer with {heavy_events:,} events and one decision:\n")
+        print(markdown_table(result.heavy_totals, 1))
+    if out is not None:
+        write_json(result, spec, decisions, out)
+
+
+def write_json(result: Measurement, spec: PopulationSpec, decisions: int, out: Path) -> None:
+    def by_kind(totals: dict[str, KindTotal], customers: int) -> dict[str, dict[str, float]]:
+        return {
+            kind: {**asdict(total), "bytes_per_customer": total.bytes / customers}
+            for kind, total in totals.items()
+        }
+
+    report = {
+        "benchmark": "redis_memory",
+        "settings": {
+            "customers": spec.customers,
+            "seed": spec.seed,
+            "days": spec.days,
+            "decisions_per_customer": decisions,
+            "heavy_events": result.heavy_events,
+        },
+        "redis_version": result.redis_version,
+        "events": result.events,
+        "bytes_per_customer": sum(t.bytes for t in result.totals.values()) / spec.customers,
+        "by_kind": by_kind(result.totals, spec.customers),
+        "used_memory_growth_per_customer": (result.used_memory_loaded - result.used_memory_empty)
+        / spec.customers,
+        "heavy_customer": None
+        if result.heavy_totals is None
+        else {
+            "events": result.heavy_events,
+            "bytes": sum(t.bytes for t in result.heavy_totals.values()),
+            "by_kind": by_kind(result.heavy_totals, 1),
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"Wrote {out}")
 
 
 @contextlib.contextmanager

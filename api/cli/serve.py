@@ -38,6 +38,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        # 28% less CPU per request than asyncio + h11 on the floor app (`make bench-stack`).
+        loop="uvloop",
+        http="httptools",
         access_log=False,  # the app logs route templates, never paths that hold identifiers
         log_level=settings.log_level.lower(),
     )
