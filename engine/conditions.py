@@ -300,3 +300,65 @@ def condition_data(condition: Condition) -> dict[str, Any]:
             return {"has_open_case": kind}
         case HasHabit(request):
             return {"has_habit": request}
+
+
+# ---- compilation: a condition as a closure, prepared once per catalogue ----
+
+#: A compiled condition: whether the facts satisfy it (never raises).
+Predicate = Callable[[Facts], bool]
+
+
+def compile_condition(condition: Condition) -> Predicate:
+    """`condition` as a closure with the same answers as `evaluate`, its operator and literal
+    looked up once instead of on every evaluation."""
+    match condition:
+        case Compare(field, op, value):
+            return _compiled_comparison(field, op, value)
+        case AllOf(conditions):
+            parts = tuple(compile_condition(part) for part in conditions)
+            return lambda facts: all(part(facts) for part in parts)
+        case AnyOf(conditions):
+            parts = tuple(compile_condition(part) for part in conditions)
+            return lambda facts: any(part(facts) for part in parts)
+        case Not(inner):
+            compiled = compile_condition(inner)
+            return lambda facts: not compiled(facts)
+        case HasOpenCase(kind):
+            if kind == ANY_PROBLEM:
+                return lambda facts: bool(facts.open_problems)
+            return lambda facts: kind in facts.open_problems
+        case HasHabit(request):
+            return lambda facts: request in facts.habits
+    raise TypeError(f"not a condition: {condition!r}")
+
+
+def _compiled_comparison(field: str, op: str, value: LiteralValue) -> Predicate:
+    if op in LIST_OPERATORS:
+        values = value if isinstance(value, tuple) else (value,)
+        wanted = op == "in"
+
+        def listed(facts: Facts) -> bool:
+            fact = facts.values.get(field)
+            if fact is None:
+                return False
+            try:
+                found = (
+                    not fact.isdisjoint(values) if isinstance(fact, frozenset) else fact in values
+                )
+            except TypeError:
+                return False
+            return found if wanted else not found
+
+        return listed
+    compare = _COMPARE[op]
+
+    def compared(facts: Facts) -> bool:
+        fact = facts.values.get(field)
+        if fact is None:
+            return False
+        try:
+            return bool(compare(fact, value))
+        except TypeError:  # only for facts of a type the field never produces: no match
+            return False
+
+    return compared

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 
 from engine.config import EngineConfig
 from engine.decision import DecisionRequest
 from engine.events import CONTACT_CHANNELS, Channel, ProblemKind
-from engine.habits import usual_requests
+from engine.habits import UsualRequest, usual_requests
 from engine.profile import FeedbackRecord, Profile, split_habit_key
 
 # ---- open problems: what service-before-sales looks at ----
@@ -169,7 +170,10 @@ class FactSources:
         self.known = profile is not None
         self.profile = profile or Profile(customer_id=request.customer_id)
         self.request, self.at, self.config = request, at, config
-        self.usage = channel_usage(self.profile, at, config)
+
+    @cached_property
+    def usage(self) -> dict[str, float]:
+        return channel_usage(self.profile, self.at, self.config)
 
     def days_since(self, when: datetime | None) -> float | None:
         return None if when is None else max(0.0, (self.at - when).total_seconds() / 86_400)
@@ -343,12 +347,55 @@ class Facts:
 
 
 def facts_for(
-    profile: Profile | None, request: DecisionRequest, *, at: datetime, config: EngineConfig
+    profile: Profile | None,
+    request: DecisionRequest,
+    *,
+    at: datetime,
+    config: EngineConfig,
+    habits: Sequence[UsualRequest] | None = None,
 ) -> Facts:
-    """Every registered field's value for this customer and request at `at`. Pure."""
+    """Every registered field's value for this customer and request at `at`. Pure.
+
+    `habits`: the customer's `usual_requests` if the caller has them already. A field's value
+    is computed when first read (most conditions name a few fields), then kept."""
     sources = FactSources(profile, request, at, config)
+    if habits is None:
+        habits = usual_requests(sources.profile, config)
     return Facts(
-        values=MappingProxyType({name: spec.read(sources) for name, spec in FIELDS.items()}),
+        values=_FieldValues(sources),
         open_problems=frozenset(open_problems(sources.profile, at, config)),
-        habits=frozenset(habit.request for habit in usual_requests(sources.profile, config)),
+        habits=frozenset(habit.request for habit in habits),
     )
+
+
+class _FieldValues(Mapping[str, FactValue]):
+    """The registered fields' values, each computed on first read."""
+
+    __slots__ = ("_read", "_sources")
+
+    def __init__(self, sources: FactSources) -> None:
+        self._sources = sources
+        self._read: dict[str, FactValue] = {}
+
+    def __getitem__(self, name: str) -> FactValue:
+        read = self._read
+        if name in read:
+            return read[name]
+        value = read[name] = FIELDS[name].read(self._sources)
+        return value
+
+    def get(self, name: str, default: FactValue = None) -> FactValue:  # type: ignore[override]
+        read = self._read
+        if name in read:
+            return read[name]
+        spec = FIELDS.get(name)
+        if spec is None:
+            return default
+        value = read[name] = spec.read(self._sources)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FIELDS)
+
+    def __len__(self) -> int:
+        return len(FIELDS)
