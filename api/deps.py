@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.model_server import ModelServer
+from api.serving import PopulationCache
 from api.settings import Settings
 from engine.next_best_action import DecisionPolicy
 from engine.scoring import Scorer
@@ -43,6 +44,12 @@ async def get_identity_secret(request: Request) -> bytes:
 async def get_decision_policy(request: Request) -> DecisionPolicy:
     policy: DecisionPolicy = request.app.state.decision_policy
     return policy
+
+
+async def get_population(request: Request) -> PopulationCache:
+    """The worker's population state, refreshed in the background (see `api.app`)."""
+    population: PopulationCache = request.app.state.population
+    return population
 
 
 async def get_model_server(request: Request) -> ModelServer:
@@ -83,6 +90,7 @@ Policy = Annotated[DecisionPolicy, Depends(get_decision_policy)]
 IdentitySecret = Annotated[bytes, Depends(get_identity_secret)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Now = Annotated[datetime, Depends(get_now)]
+Population = Annotated[PopulationCache, Depends(get_population)]
 ModelServing = Annotated[ModelServer, Depends(get_model_server)]
 ServedModel = Annotated[Scorer | None, Depends(get_served_model)]
 ExperimentAssignment = Annotated[ExperimentRouter, Depends(get_experiment_router)]
