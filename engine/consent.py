@@ -58,7 +58,7 @@ def may_contact(
 def current_profiling(profile: Profile) -> ConsentRecord | None:
     """The latest profiling statement, whatever channel it names."""
     # A plain loop: the fold asks on every event it learns from, and building a list or a
-    # generator for `_latest` cost more than the rest of the question (issue 5).
+    # generator for `_latest` cost more than the rest of the question.
     latest = None
     for record in profile.consents.values():
         if record.purpose is _PROFILING and (

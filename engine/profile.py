@@ -8,7 +8,7 @@ creates or updates on almost every event (decayed counts, requests, stamps, feed
 exposures) are slotted dataclasses instead: pydantic validates and serialises them inside a
 `Profile` exactly as it did when they were models (same JSON, same schema), but building one
 costs about a seventh and setting a field about a twelfth of what it costs on a model (Python
-3.11, pydantic 2.14), and the fold does both on every event (issue 5, replay throughput).
+3.11, pydantic 2.14), and the fold does both on every event: replaying a history is bound by it.
 Records the fold rarely touches and the API also returns on their own (cases, stated
 preferences, consents) stay models.
 """
@@ -246,7 +246,7 @@ class Profile(BaseModel):
         """One more distinct event; if `seen_at` is given, the customer was seen then."""
         # Writes the fields as pydantic's __setattr__ would (value, then the set of fields
         # set), without its dispatch, which cost as much as the rest of this method and runs
-        # for every event folded (issue 5).
+        # for every event folded.
         fields, fields_set = self.__dict__, self.__pydantic_fields_set__
         fields["event_count"] += 1
         fields_set.add("event_count")
