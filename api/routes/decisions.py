@@ -1,15 +1,7 @@
 from fastapi import APIRouter, Response
 
 from api.auth import require
-from api.deps import (
-    ExperimentAssignment,
-    IdentitySecret,
-    Now,
-    Policy,
-    Population,
-    ServedModel,
-    Store,
-)
+from api.deps import ForDecisions, Store
 from api.schemas import DecisionIn, DecisionOut, decision_answer
 from api.serving import decide_for, logged_decision
 from engine.decision import Decision
@@ -23,33 +15,24 @@ router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
     response_model=DecisionOut,  # for the OpenAPI document: the answer is serialised once
     dependencies=[require(Scope.DECISIONS)],
 )
-async def post_decision(
-    question: DecisionIn,
-    store: Store,
-    secret: IdentitySecret,
-    policy: Policy,
-    now: Now,
-    scorer: ServedModel,
-    experiments: ExperimentAssignment,
-    population: Population,
-) -> Response:
+async def post_decision(question: DecisionIn, serving: ForDecisions) -> Response:
     """Next-best-actions, personalised defaults and the contact channel for this customer at
     this touchpoint, each with its reasons; every decision is logged with its candidates.
 
     Never fails for store trouble: answers `degraded: true` with nothing personal instead.
     """
     # Async, so no thread hop: the store's calls are short and synchronous, made on the loop.
-    identity = question.identity.hashed(secret) if question.identity else None
-    at = question.at or now
+    identity = question.identity.hashed(serving.identity_secret) if question.identity else None
+    at = question.at or serving.now
     decision = decide_for(
-        store,
+        serving.store,
         question.as_request(),
         at=at,
         identity=identity,
-        policy=policy,
-        scorer=scorer,
-        assigner=experiments.assigner(at),
-        population=population,
+        policy=serving.policy,
+        scorer=serving.scorer,
+        assigner=serving.experiments.assigner(at),
+        population=serving.population,
     )
     return Response(decision_answer(decision), media_type="application/json")
 
