@@ -315,11 +315,9 @@ def compile_condition(condition: Condition) -> Predicate:
         case Compare(field, op, value):
             return _compiled_comparison(field, op, value)
         case AllOf(conditions):
-            parts = tuple(compile_condition(part) for part in conditions)
-            return lambda facts: all(part(facts) for part in parts)
+            return _all_of(tuple(compile_condition(part) for part in conditions))
         case AnyOf(conditions):
-            parts = tuple(compile_condition(part) for part in conditions)
-            return lambda facts: any(part(facts) for part in parts)
+            return _any_of(tuple(compile_condition(part) for part in conditions))
         case Not(inner):
             compiled = compile_condition(inner)
             return lambda facts: not compiled(facts)
@@ -330,6 +328,27 @@ def compile_condition(condition: Condition) -> Predicate:
         case HasHabit(request):
             return lambda facts: request in facts.habits
     raise TypeError(f"not a condition: {condition!r}")
+
+
+def _all_of(parts: tuple[Predicate, ...]) -> Predicate:
+    def all_hold(facts: Facts) -> bool:
+        # A loop: all() over a generator cost more than the parts themselves.
+        for part in parts:  # noqa: SIM110
+            if not part(facts):
+                return False
+        return True
+
+    return all_hold
+
+
+def _any_of(parts: tuple[Predicate, ...]) -> Predicate:
+    def any_holds(facts: Facts) -> bool:
+        for part in parts:  # noqa: SIM110 - as in _all_of
+            if part(facts):
+                return True
+        return False
+
+    return any_holds
 
 
 def _compiled_comparison(field: str, op: str, value: LiteralValue) -> Predicate:

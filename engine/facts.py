@@ -117,7 +117,10 @@ def value_segment(profile: Profile) -> ValueSegment:
 
     The median, so that a few large branch withdrawals do not make a customer premium.
     """
-    amounts = withdrawals_eur(profile)
+    return _segment_of(withdrawals_eur(profile))
+
+
+def _segment_of(amounts: list[float]) -> ValueSegment:
     typical = statistics.median(amounts) if amounts else 0.0
     if typical >= PREMIUM_WITHDRAWAL_EUR:
         return ValueSegment.PREMIUM
@@ -127,10 +130,15 @@ def value_segment(profile: Profile) -> ValueSegment:
 def needs_segments(profile: Profile, at: datetime, config: EngineConfig) -> frozenset[str]:
     """cash_user: 3+ recent withdrawals; digital / assisted: half of the decayed channel use on
     web and app / branch and phone; traveller: a recent request in a foreign currency."""
-    usage = channel_usage(profile, at, config)
+    return _needs_of(profile, channel_usage(profile, at, config), withdrawals_eur(profile))
+
+
+def _needs_of(
+    profile: Profile, usage: Mapping[str, float], withdrawals: list[float]
+) -> frozenset[str]:
     total = sum(usage.values())
     needs = set()
-    if len(withdrawals_eur(profile)) >= CASH_USER_MIN_WITHDRAWALS:
+    if len(withdrawals) >= CASH_USER_MIN_WITHDRAWALS:
         needs.add(NeedsSegment.CASH_USER)
     for segment, channels in ((NeedsSegment.DIGITAL, _DIGITAL), (NeedsSegment.ASSISTED, _ASSISTED)):
         if total > 0 and sum(usage.get(ch, 0.0) for ch in channels) / total >= CHANNEL_SHARE_MIN:
@@ -174,6 +182,10 @@ class FactSources:
     @cached_property
     def usage(self) -> dict[str, float]:
         return channel_usage(self.profile, self.at, self.config)
+
+    @cached_property
+    def withdrawals(self) -> list[float]:
+        return withdrawals_eur(self.profile)
 
     def days_since(self, when: datetime | None) -> float | None:
         return None if when is None else max(0.0, (self.at - when).total_seconds() / 86_400)
@@ -284,18 +296,18 @@ _NAMED_FIELDS: dict[str, FieldSpec] = {
     ),
     "profile.avg_withdrawal_eur": FieldSpec(
         _NUMBER,
-        lambda s: _average(withdrawals_eur(s.profile)),
+        lambda s: _average(s.withdrawals),
         "EUR, recent cash withdrawals",
     ),
     "profile.value_segment": FieldSpec(
         _TEXT,
-        lambda s: value_segment(s.profile).value,
+        lambda s: _segment_of(s.withdrawals).value,
         "see value_segment",
         _values(ValueSegment),
     ),
     "profile.needs_segments": FieldSpec(
         _TEXT_SET,
-        lambda s: needs_segments(s.profile, s.at, s.config),
+        lambda s: _needs_of(s.profile, s.usage, s.withdrawals),
         "see needs_segments",
         _values(NeedsSegment),
     ),

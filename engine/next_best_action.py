@@ -24,7 +24,7 @@ from engine.channel_preference import ChannelEstimate
 from engine.config import EngineConfig
 from engine.decision import CandidateTrace, ChosenAction, DecisionRequest, assemble
 from engine.explain import action_reasons
-from engine.facts import Facts, facts_for, open_problems, value_segment
+from engine.facts import Facts, facts_for
 from engine.policy import Admission, CompiledAction, ContactPolicy, Moment, admit, cap_refusal
 from engine.profile import Exposure, Profile
 from engine.scoring import Scorer
@@ -128,8 +128,9 @@ def next_best_actions(
     """`facts`: the customer's facts (`facts_for`) if the caller has them already."""
     if facts is None:
         facts = facts_for(profile, request, at=at, config=config)
-    problems = sorted(p.value for p in open_problems(profile, at, config)) if profile else []
-    segment = value_segment(profile).value if profile else "mass"
+    # The facts hold both already (an unknown customer: no problems, the mass segment).
+    problems = sorted(str(problem) for problem in facts.open_problems)
+    segment = str(facts.values["profile.value_segment"])
     moment = Moment.of(
         profile,
         problems,

@@ -96,13 +96,14 @@ class RequestRecord:
             values["currency"] = self.currency
         if self.receipt is not None:
             values["receipt"] = self.receipt
-        values.update(sorted(self.options.items()))
+        if self.options:
+            values.update(sorted(self.options.items()))
         return values
 
     def signature(self) -> str:
         """A canonical key: two requests with the same values have the same signature."""
-        parts = [f"{key}={value!r}" for key, value in sorted(self.values().items())]
-        return ";".join(parts)
+        values = self.values()
+        return ";".join([f"{key}={values[key]!r}" for key in sorted(values)])
 
 
 def _plain_number(amount: Decimal) -> int | float:
