@@ -37,7 +37,7 @@ def consent_status(
     profile: Profile | None, purpose: Purpose, channel: str | None, config: EngineConfig
 ) -> ConsentStatus:
     """The status in force for `purpose` on `channel` (None: the purpose as a whole)."""
-    if profile is not None:
+    if profile is not None and profile.consents:
         record = _latest(
             [
                 profile.consents.get(consent_key(purpose, channel)),
