@@ -19,7 +19,7 @@ from engine.arbitration import (
     pick_one,
     ranked,
 )
-from engine.catalogue import Catalogue
+from engine.catalogue import Action, Catalogue
 from engine.channel_preference import ChannelEstimate
 from engine.config import EngineConfig
 from engine.decision import CandidateTrace, ChosenAction, DecisionRequest, assemble
@@ -85,7 +85,7 @@ class CompiledPolicy:
 
     @classmethod
     def of(cls, catalogue: Catalogue, contact: ContactPolicy) -> CompiledPolicy:
-        actions = tuple(CompiledAction.of(action, contact) for action in catalogue.actions)
+        actions = tuple(_compiled_action(action, contact) for action in catalogue.actions)
         return cls(
             catalogue=catalogue,
             contact=contact,
@@ -93,6 +93,25 @@ class CompiledPolicy:
             limited=frozenset(action.id for action in actions if action.limited()),
             purposes={action.id: action.purpose.value for action in actions},
         )
+
+
+#: Actions compiled under a contact policy, by identity: an experiment variant's catalogue is a
+#: subset of the served one, built per decision, and reuses its compiled actions.
+_COMPILED: dict[tuple[int, int], tuple[Action, ContactPolicy, CompiledAction]] = {}
+_COMPILED_KEPT = 4096
+
+
+def _compiled_action(action: Action, contact: ContactPolicy) -> CompiledAction:
+    key = (id(action), id(contact))
+    cached = _COMPILED.get(key)
+    # The objects are kept with the entry, so their ids cannot be reused while it lives.
+    if cached is not None and cached[0] is action and cached[1] is contact:
+        return cached[2]
+    if len(_COMPILED) >= _COMPILED_KEPT:
+        _COMPILED.clear()
+    compiled = CompiledAction.of(action, contact)
+    _COMPILED[key] = (action, contact, compiled)
+    return compiled
 
 
 @dataclass(slots=True)
