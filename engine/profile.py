@@ -3,13 +3,14 @@
 Every collection here is bounded (top-K by time, capped key sets) and every record is kept in a
 canonical order, so the profile of a set of events does not depend on the order they arrived in.
 
-`Profile` is a pydantic model: it is what stores read and write as JSON. The records the fold
-creates or updates on almost every event (decayed counts, requests, stamps, feedback,
-exposures) are slotted dataclasses instead: pydantic validates and serialises them inside a
-`Profile` exactly as it did when they were models (same JSON, same schema), but building one
-costs about a seventh and setting a field about a twelfth of what it costs on a model (Python
-3.11, pydantic 2.14), and the fold does both on every event: replaying a history is bound by it.
-Records the fold rarely touches and the API also returns on their own (cases, stated
+`Profile` is a pydantic model: its JSON form is the reference one (tests, exports, and what
+stores wrote before the compact binary form of `feature_store.profile_codec`, which still reads
+it). The records the fold creates or updates on almost every event (decayed counts, requests,
+stamps, feedback, exposures) are slotted dataclasses instead: pydantic validates and serialises
+them inside a `Profile` exactly as it did when they were models (same JSON, same schema), but
+building one costs about a seventh and setting a field about a twelfth of what it costs on a
+model (Python 3.11, pydantic 2.14), and the fold does both on every event: replaying a history
+is bound by it. Records the fold rarely touches and the API also returns on their own (cases, stated
 preferences, consents) stay models.
 """
 
