@@ -97,14 +97,16 @@ class PopulationCache:
 
     def refresh_every(self, seconds: float) -> threading.Event:
         """Refresh in a daemon thread every `seconds` (less than the bound) until the returned
-        event is set. Store trouble is logged and retried at the next tick."""
+        event is set. A failure is logged and retried at the next tick."""
         stop = threading.Event()
 
         def loop() -> None:
             while not stop.wait(seconds):
                 try:
                     self.refresh()
-                except StoreError as error:
+                except Exception as error:
+                    # The refresher must outlive any failure (an outage, a store closing under
+                    # it at shutdown); decisions refresh inline once the state is too old.
                     logger.warning("population refresh failed: %s", type(error).__name__)
 
         threading.Thread(target=loop, name="population-refresh", daemon=True).start()
