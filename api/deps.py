@@ -47,12 +47,6 @@ async def get_decision_policy(request: Request) -> DecisionPolicy:
     return policy
 
 
-async def get_population(request: Request) -> PopulationCache:
-    """The worker's population state, refreshed in the background (see `api.app`)."""
-    population: PopulationCache = request.app.state.population
-    return population
-
-
 async def get_model_server(request: Request) -> ModelServer:
     models: ModelServer = request.app.state.models
     return models
@@ -118,7 +112,6 @@ Policy = Annotated[DecisionPolicy, Depends(get_decision_policy)]
 IdentitySecret = Annotated[bytes, Depends(get_identity_secret)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Now = Annotated[datetime, Depends(get_now)]
-Population = Annotated[PopulationCache, Depends(get_population)]
 ForDecisions = Annotated[DecisionServing, Depends(get_decision_serving)]
 ModelServing = Annotated[ModelServer, Depends(get_model_server)]
 ServedModel = Annotated[Scorer | None, Depends(get_served_model)]
