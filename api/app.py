@@ -32,9 +32,13 @@ from api.routes import (
     touchpoints,
 )
 from api.routes.experiments import router as experiments_router
+from api.serving import PopulationCache
 from api.settings import Settings
 from experiments.registry import start_experiments
 from feature_store.factory import open_credentials, open_experiment_registry, open_store
+
+#: How old the population state a decision reads may be (channel prior, acceptance rates).
+POPULATION_STALENESS_SECONDS = 1.0
 
 
 class RapportApp(FastAPI):
@@ -75,6 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stale_if_error_seconds=settings.auth_stale_if_error_seconds,
             )
             app.state.decision_policy = settings.decision_policy()
+            app.state.decision_policy.compiled()  # catalogue and contact policy: once, here
+            app.state.population = PopulationCache(
+                store, max_staleness_seconds=POPULATION_STALENESS_SECONDS
+            )
+            refreshing = app.state.population.refresh_every(POPULATION_STALENESS_SECONDS / 2)
             app.state.experiments = experiment_registry
             app.state.running_experiments = start_experiments(
                 experiment_registry,
@@ -94,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 yield
             finally:
+                refreshing.set()
                 if revocations is not None:
                     revocations.cancel()
                     with suppress(asyncio.CancelledError):

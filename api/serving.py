@@ -5,6 +5,9 @@ Each function is what one API route calls; the API only parses and shapes answer
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,12 +20,15 @@ from engine.decision import Decision, DecisionRequest, ExperimentExposure
 from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.identity import HashedIdentity, Identity
 from engine.next_best_action import DecisionPolicy
+from engine.population import PopulationState
 from engine.preferences import validate_preference
 from engine.profile import Profile
 from engine.scoring import Scorer
 from engine.touchpoints import TouchpointStats, touchpoint_report
 from feature_store.base import AppendStatus, CustomerExport, IdentityLink, OnlineStore
 from feature_store.errors import CustomerErased, StoreError, StoreUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 class UnknownCustomer(StoreError):
@@ -60,6 +66,53 @@ class Treatment:
 Assigner = Callable[[Profile | None, DecisionRequest], Treatment | None]
 
 
+class PopulationCache:
+    """One worker's population state (`PopulationState`), at most `max_staleness_seconds` old.
+
+    Decisions read it with `current()`, which refreshes inline only when the state is older
+    than the bound: the first decision, or while no background refresher (`refresh_every`)
+    runs or the store failed it. The state is rebuilt only when the store's prior changed.
+    Thread-safe: the state is swapped in one assignment.
+    """
+
+    def __init__(self, store: OnlineStore, *, max_staleness_seconds: float = 1.0) -> None:
+        self._store = store
+        self.max_staleness_seconds = max_staleness_seconds
+        self._state: tuple[float, PopulationState] | None = None
+
+    def refresh(self) -> PopulationState:
+        """Read the store's prior now (may raise StoreUnavailable)."""
+        taken = time.monotonic()
+        prior = self._store.population_prior()
+        cached = self._state
+        state = cached[1] if cached and cached[1].prior is prior else PopulationState.of(prior)
+        self._state = (taken, state)
+        return state
+
+    def current(self) -> PopulationState:
+        cached = self._state
+        if cached is None or time.monotonic() - cached[0] > self.max_staleness_seconds:
+            return self.refresh()
+        return cached[1]
+
+    def refresh_every(self, seconds: float) -> threading.Event:
+        """Refresh in a daemon thread every `seconds` (less than the bound) until the returned
+        event is set. A failure is logged and retried at the next tick."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(seconds):
+                try:
+                    self.refresh()
+                except Exception as error:
+                    # The refresher must outlive any failure (an outage, a store closing under
+                    # it at shutdown); decisions refresh inline once the state is too old.
+                    logger.warning("population refresh failed: %s", type(error).__name__)
+
+        threading.Thread(target=loop, name="population-refresh", daemon=True).start()
+        return stop
+
+
 def decide_for(
     store: OnlineStore,
     request: DecisionRequest,
@@ -69,10 +122,12 @@ def decide_for(
     policy: DecisionPolicy | None = None,
     scorer: Scorer | None = None,
     assigner: Assigner | None = None,
+    population: PopulationCache | None = None,
 ) -> Decision:
     """Decide and log. If the store is unreachable, answer safely with `degraded=True`.
     `scorer` is the served model; None for the online smoothed rates. With `assigner`, a
     customer in a running experiment gets their variant's treatment, logged as an exposure.
+    `population` is the worker's cached population state (None: read from the store now).
 
     With `identity`, the customer is the one it is linked to (a decision never creates one:
     an unknown identifier decides for an anonymous customer). A degraded decision is not in
@@ -84,7 +139,11 @@ def decide_for(
             customer_id = store.resolve_identity(identity) or ANONYMOUS_CUSTOMER
             request = request.model_copy(update={"customer_id": customer_id})
         profile = store.read_profile(request.customer_id)
-        prior = store.population_prior()
+        state = (
+            population.current()
+            if population is not None
+            else PopulationState.of(store.population_prior())
+        )
     except StoreUnavailable:
         return degraded_decision(request, decision_id=decision_id, at=at)
     treatment = assigner(profile, request) if assigner else None
@@ -93,12 +152,12 @@ def decide_for(
     decision = decide(
         profile,
         request,
-        prior=prior,
+        prior=state.prior,
         config=store.config,
         decision_id=decision_id,
         at=at,
         policy=policy,
-        scorer=scorer,
+        scorer=scorer or state.online_rates,
     )
     if treatment is not None:
         decision = decision.model_copy(update={"experiments": treatment.exposures})

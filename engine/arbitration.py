@@ -121,7 +121,8 @@ class Pick(BaseModel):
 def decision_rng(decision_id: str) -> np.random.Generator:
     """The decision's own seeded generator: the same decision id explores the same way."""
     seed = int.from_bytes(hashlib.sha256(decision_id.encode()).digest()[:8], "big")
-    return np.random.default_rng(seed)
+    # What default_rng(seed) builds (the same stream), without its argument dispatch.
+    return np.random.Generator(np.random.PCG64(seed))
 
 
 def ranked(candidates: Sequence[Scored]) -> list[Scored]:

@@ -300,3 +300,84 @@ def condition_data(condition: Condition) -> dict[str, Any]:
             return {"has_open_case": kind}
         case HasHabit(request):
             return {"has_habit": request}
+
+
+# ---- compilation: a condition as a closure, prepared once per catalogue ----
+
+#: A compiled condition: whether the facts satisfy it (never raises).
+Predicate = Callable[[Facts], bool]
+
+
+def compile_condition(condition: Condition) -> Predicate:
+    """`condition` as a closure with the same answers as `evaluate`, its operator and literal
+    looked up once instead of on every evaluation."""
+    match condition:
+        case Compare(field, op, value):
+            return _compiled_comparison(field, op, value)
+        case AllOf(conditions):
+            return _all_of(tuple(compile_condition(part) for part in conditions))
+        case AnyOf(conditions):
+            return _any_of(tuple(compile_condition(part) for part in conditions))
+        case Not(inner):
+            compiled = compile_condition(inner)
+            return lambda facts: not compiled(facts)
+        case HasOpenCase(kind):
+            if kind == ANY_PROBLEM:
+                return lambda facts: bool(facts.open_problems)
+            return lambda facts: kind in facts.open_problems
+        case HasHabit(request):
+            return lambda facts: request in facts.habits
+    raise TypeError(f"not a condition: {condition!r}")
+
+
+def _all_of(parts: tuple[Predicate, ...]) -> Predicate:
+    def all_hold(facts: Facts) -> bool:
+        # A loop: all() over a generator cost more than the parts themselves.
+        for part in parts:  # noqa: SIM110
+            if not part(facts):
+                return False
+        return True
+
+    return all_hold
+
+
+def _any_of(parts: tuple[Predicate, ...]) -> Predicate:
+    def any_holds(facts: Facts) -> bool:
+        for part in parts:  # noqa: SIM110 - as in _all_of
+            if part(facts):
+                return True
+        return False
+
+    return any_holds
+
+
+def _compiled_comparison(field: str, op: str, value: LiteralValue) -> Predicate:
+    if op in LIST_OPERATORS:
+        values = value if isinstance(value, tuple) else (value,)
+        wanted = op == "in"
+
+        def listed(facts: Facts) -> bool:
+            fact = facts.values.get(field)
+            if fact is None:
+                return False
+            try:
+                found = (
+                    not fact.isdisjoint(values) if isinstance(fact, frozenset) else fact in values
+                )
+            except TypeError:
+                return False
+            return found if wanted else not found
+
+        return listed
+    compare = _COMPARE[op]
+
+    def compared(facts: Facts) -> bool:
+        fact = facts.values.get(field)
+        if fact is None:
+            return False
+        try:
+            return bool(compare(fact, value))
+        except TypeError:  # only for facts of a type the field never produces: no match
+            return False
+
+    return compared

@@ -37,7 +37,7 @@ def consent_status(
     profile: Profile | None, purpose: Purpose, channel: str | None, config: EngineConfig
 ) -> ConsentStatus:
     """The status in force for `purpose` on `channel` (None: the purpose as a whole)."""
-    if profile is not None:
+    if profile is not None and profile.consents:
         record = _latest(
             [
                 profile.consents.get(consent_key(purpose, channel)),
@@ -58,7 +58,7 @@ def may_contact(
 def current_profiling(profile: Profile) -> ConsentRecord | None:
     """The latest profiling statement, whatever channel it names."""
     # A plain loop: the fold asks on every event it learns from, and building a list or a
-    # generator for `_latest` cost more than the rest of the question (issue 5).
+    # generator for `_latest` cost more than the rest of the question.
     latest = None
     for record in profile.consents.values():
         if record.purpose is _PROFILING and (

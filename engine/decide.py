@@ -12,7 +12,14 @@ from datetime import datetime
 from engine.arbitration import AcceptanceRates
 from engine.channel_preference import ChannelEstimate, ChannelPrior, contact_channel
 from engine.config import EngineConfig
-from engine.decision import ContactChannel, Decision, DecisionRequest, Default, Reasons
+from engine.decision import (
+    ContactChannel,
+    Decision,
+    DecisionRequest,
+    Default,
+    Reasons,
+    assemble,
+)
 from engine.errors import UnknownOutcomeTarget
 from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.explain import (
@@ -21,6 +28,7 @@ from engine.explain import (
     join_reasons,
     stated_override_reasons,
 )
+from engine.facts import facts_for
 from engine.habits import UsualRequest, usual_requests
 from engine.next_best_action import DecisionPolicy, next_best_actions
 from engine.profile import Profile
@@ -48,64 +56,72 @@ def decide(
     with a `policy`, the next-best-actions.
 
     `scorer` estimates acceptance: a served model, or by default the online smoothed rates of
-    the population counters. A scorer that estimates defaults' acceptance also decides which
-    habits are offered: only those at or above `config.min_default_acceptance`."""
+    the population counters (a server passes them prepared: `engine.population`). A scorer
+    that estimates defaults' acceptance also decides which habits are offered: only those at
+    or above `config.min_default_acceptance`."""
     scorer = scorer or OnlineRates(AcceptanceRates.from_population(prior.counts))
-    requested = request.context.get("request")
-    habits = (
-        usual_requests(
-            profile,
-            config,
-            channel=request.channel.value,
-            request=requested if isinstance(requested, str) else None,
-        )
-        if profile
-        else []
-    )
-    if habits:
-        acceptance = scorer.default_acceptance(habits, request=request)
-        if acceptance is not None:
-            habits = [
-                habit
-                for habit, p in zip(habits, acceptance, strict=True)
-                if p >= config.min_default_acceptance
-            ]
+    habits = usual_requests(profile, config) if profile else []
+    offered = _offered_habits(habits, request, scorer, config)
     contact = contact_channel(profile, prior, at=at, config=config)
-    decision = Decision(
+    plan = (
+        next_best_actions(
+            profile,
+            request,
+            policy=policy,
+            scorer=scorer,
+            contact=contact,
+            decision_id=decision_id,
+            at=at,
+            config=config,
+            facts=facts_for(profile, request, at=at, config=config, habits=habits),
+        )
+        if policy is not None
+        else None
+    )
+    return assemble(
+        Decision,
         decision_id=decision_id,
         customer_id=request.customer_id,
         touchpoint=request.touchpoint,
         touchpoint_channel=request.channel.value,
         decided_at=at,
         known_customer=profile is not None,
-        defaults=[personalised_default(habit, profile) for habit in habits if profile],
+        defaults=[personalised_default(habit, profile) for habit in offered if profile],
         channel=contact_choice(contact),
+        actions=plan.actions if plan else [],
+        candidates=plan.candidates if plan else [],
+        segment=plan.segment if plan else None,
+        open_problems=plan.open_problems if plan else [],
+        catalogue_version=policy.catalogue.version if policy else None,
+        exploration=policy.exploration.strategy if policy else None,
+        degraded=False,
         policy_version=policy.version if policy else POLICY_VERSION,
         model_version=scorer.model_version,
-        context=request.context,
+        context=dict(request.context),
+        experiments=[],
     )
-    if policy is None:
-        return decision
-    plan = next_best_actions(
-        profile,
-        request,
-        policy=policy,
-        scorer=scorer,
-        contact=contact,
-        decision_id=decision_id,
-        at=at,
-        config=config,
-    )
-    return decision.model_copy(
-        update={
-            "actions": plan.actions,
-            "candidates": plan.candidates,
-            "segment": plan.segment,
-            "open_problems": plan.open_problems,
-            "catalogue_version": policy.catalogue.version,
-            "exploration": policy.exploration.strategy,
-        }
-    )
+
+
+def _offered_habits(
+    habits: list[UsualRequest], request: DecisionRequest, scorer: Scorer, config: EngineConfig
+) -> list[UsualRequest]:
+    """The habits to offer as defaults here: those learned at this kind of touchpoint (and for
+    the request kind the context names, if any), and that the scorer, if it has an opinion,
+    expects accepted often enough."""
+    requested = request.context.get("request")
+    kind = requested if isinstance(requested, str) else None
+    channel = request.channel.value
+    here = [h for h in habits if h.channel == channel and (kind is None or h.request == kind)]
+    if not here:
+        return here
+    acceptance = scorer.default_acceptance(here, request=request)
+    if acceptance is None:
+        return here
+    return [
+        habit
+        for habit, p in zip(here, acceptance, strict=True)
+        if p >= config.min_default_acceptance
+    ]
 
 
 def degraded_decision(request: DecisionRequest, *, decision_id: str, at: datetime) -> Decision:
@@ -132,7 +148,8 @@ def personalised_default(habit: UsualRequest, profile: Profile) -> Default:
         if stated and stated.value is not None and key in values and values[key] != stated.value:
             values[key] = stated.value
             reasons.append(stated_override_reasons(key, stated.value))
-    return Default(
+    return assemble(
+        Default,
         id=f"default:{habit.request}",
         request=habit.request,
         channel=habit.channel,
@@ -148,7 +165,8 @@ def personalised_default(habit: UsualRequest, profile: Profile) -> Default:
 def contact_choice(estimate: ChannelEstimate | None) -> ContactChannel | None:
     if estimate is None:
         return None
-    return ContactChannel(
+    return assemble(
+        ContactChannel,
         channel=estimate.channel,
         source=estimate.source,
         probability=estimate.probability,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from engine.events import Channel, Identifier
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class Reasons(BaseModel):
@@ -131,3 +133,15 @@ class Decision(BaseModel):
 
     def action(self, item_id: str) -> ChosenAction | None:
         return next((a for a in self.actions if a.id == item_id), None)
+
+
+def assemble(model: type[_Model], **values: Any) -> _Model:
+    """A model of values the engine built itself and knows valid, without validating them
+    again (a decision builds dozens of these records; validation was most of their cost).
+    Every field must be given, as a validated instance would hold it."""
+    instance = model.__new__(model)
+    object.__setattr__(instance, "__dict__", values)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", None)
+    return instance

@@ -216,7 +216,7 @@ class Event(BaseModel):
     def typed(self) -> _Attributes:
         """The attributes validated against the model of this event's type (when it was built)."""
         # Read from pydantic's store of private attributes directly: `self._typed` goes through
-        # BaseModel.__getattr__, which cost about as much as folding the whole event (issue 5).
+        # BaseModel.__getattr__, which cost about as much as folding the whole event.
         private = self.__pydantic_private__
         if private is None or "_typed" not in private:
             return self._typed  # not validated (model_construct): AttributeError, as ever

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from types import MappingProxyType
 
 from engine.config import EngineConfig
 from engine.decision import DecisionRequest
 from engine.events import CONTACT_CHANNELS, Channel, ProblemKind
-from engine.habits import usual_requests
+from engine.habits import UsualRequest, usual_requests
 from engine.profile import FeedbackRecord, Profile, split_habit_key
 
 # ---- open problems: what service-before-sales looks at ----
@@ -116,7 +117,10 @@ def value_segment(profile: Profile) -> ValueSegment:
 
     The median, so that a few large branch withdrawals do not make a customer premium.
     """
-    amounts = withdrawals_eur(profile)
+    return _segment_of(withdrawals_eur(profile))
+
+
+def _segment_of(amounts: list[float]) -> ValueSegment:
     typical = statistics.median(amounts) if amounts else 0.0
     if typical >= PREMIUM_WITHDRAWAL_EUR:
         return ValueSegment.PREMIUM
@@ -126,10 +130,15 @@ def value_segment(profile: Profile) -> ValueSegment:
 def needs_segments(profile: Profile, at: datetime, config: EngineConfig) -> frozenset[str]:
     """cash_user: 3+ recent withdrawals; digital / assisted: half of the decayed channel use on
     web and app / branch and phone; traveller: a recent request in a foreign currency."""
-    usage = channel_usage(profile, at, config)
+    return _needs_of(profile, channel_usage(profile, at, config), withdrawals_eur(profile))
+
+
+def _needs_of(
+    profile: Profile, usage: Mapping[str, float], withdrawals: list[float]
+) -> frozenset[str]:
     total = sum(usage.values())
     needs = set()
-    if len(withdrawals_eur(profile)) >= CASH_USER_MIN_WITHDRAWALS:
+    if len(withdrawals) >= CASH_USER_MIN_WITHDRAWALS:
         needs.add(NeedsSegment.CASH_USER)
     for segment, channels in ((NeedsSegment.DIGITAL, _DIGITAL), (NeedsSegment.ASSISTED, _ASSISTED)):
         if total > 0 and sum(usage.get(ch, 0.0) for ch in channels) / total >= CHANNEL_SHARE_MIN:
@@ -169,7 +178,14 @@ class FactSources:
         self.known = profile is not None
         self.profile = profile or Profile(customer_id=request.customer_id)
         self.request, self.at, self.config = request, at, config
-        self.usage = channel_usage(self.profile, at, config)
+
+    @cached_property
+    def usage(self) -> dict[str, float]:
+        return channel_usage(self.profile, self.at, self.config)
+
+    @cached_property
+    def withdrawals(self) -> list[float]:
+        return withdrawals_eur(self.profile)
 
     def days_since(self, when: datetime | None) -> float | None:
         return None if when is None else max(0.0, (self.at - when).total_seconds() / 86_400)
@@ -280,18 +296,18 @@ _NAMED_FIELDS: dict[str, FieldSpec] = {
     ),
     "profile.avg_withdrawal_eur": FieldSpec(
         _NUMBER,
-        lambda s: _average(withdrawals_eur(s.profile)),
+        lambda s: _average(s.withdrawals),
         "EUR, recent cash withdrawals",
     ),
     "profile.value_segment": FieldSpec(
         _TEXT,
-        lambda s: value_segment(s.profile).value,
+        lambda s: _segment_of(s.withdrawals).value,
         "see value_segment",
         _values(ValueSegment),
     ),
     "profile.needs_segments": FieldSpec(
         _TEXT_SET,
-        lambda s: needs_segments(s.profile, s.at, s.config),
+        lambda s: _needs_of(s.profile, s.usage, s.withdrawals),
         "see needs_segments",
         _values(NeedsSegment),
     ),
@@ -343,12 +359,55 @@ class Facts:
 
 
 def facts_for(
-    profile: Profile | None, request: DecisionRequest, *, at: datetime, config: EngineConfig
+    profile: Profile | None,
+    request: DecisionRequest,
+    *,
+    at: datetime,
+    config: EngineConfig,
+    habits: Sequence[UsualRequest] | None = None,
 ) -> Facts:
-    """Every registered field's value for this customer and request at `at`. Pure."""
+    """Every registered field's value for this customer and request at `at`. Pure.
+
+    `habits`: the customer's `usual_requests` if the caller has them already. A field's value
+    is computed when first read (most conditions name a few fields), then kept."""
     sources = FactSources(profile, request, at, config)
+    if habits is None:
+        habits = usual_requests(sources.profile, config)
     return Facts(
-        values=MappingProxyType({name: spec.read(sources) for name, spec in FIELDS.items()}),
+        values=_FieldValues(sources),
         open_problems=frozenset(open_problems(sources.profile, at, config)),
-        habits=frozenset(habit.request for habit in usual_requests(sources.profile, config)),
+        habits=frozenset(habit.request for habit in habits),
     )
+
+
+class _FieldValues(Mapping[str, FactValue]):
+    """The registered fields' values, each computed on first read."""
+
+    __slots__ = ("_read", "_sources")
+
+    def __init__(self, sources: FactSources) -> None:
+        self._sources = sources
+        self._read: dict[str, FactValue] = {}
+
+    def __getitem__(self, name: str) -> FactValue:
+        read = self._read
+        if name in read:
+            return read[name]
+        value = read[name] = FIELDS[name].read(self._sources)
+        return value
+
+    def get(self, name: str, default: FactValue = None) -> FactValue:  # type: ignore[override]
+        read = self._read
+        if name in read:
+            return read[name]
+        spec = FIELDS.get(name)
+        if spec is None:
+            return default
+        value = read[name] = spec.read(self._sources)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FIELDS)
+
+    def __len__(self) -> int:
+        return len(FIELDS)

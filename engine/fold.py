@@ -268,7 +268,7 @@ def request_record(event: Event) -> RequestRecord:
 
 def _request_record(event: Event, attributes: RequestAttributes) -> RequestRecord:
     # Positional, in the order of RequestRecord's fields: keyword arguments doubled the cost
-    # of building the record, which the fold does for every request (issue 5).
+    # of building the record, which the fold does for every request, so replay's speed hangs on it.
     return RequestRecord(
         event.event_id,
         event.occurred_at,

@@ -8,12 +8,12 @@ they last accepted it is not offered; another habit can still form later.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from engine.config import EngineConfig
+from engine.decision import assemble
 from engine.profile import Profile, RequestRecord, split_habit_key
 
 
@@ -62,9 +62,12 @@ def _detect(
 ) -> UsualRequest | None:
     if not records:
         return None
-    signed = [(record.signature(), record) for record in records]  # each signature once
-    signatures = Counter(signature for signature, _ in signed)
-    latest = dict(signed)  # records are oldest first: the latest of each signature wins
+    signatures: dict[str, int] = {}  # in order of first use, each signature computed once
+    latest: dict[str, RequestRecord] = {}  # records are oldest first: the latest one wins
+    for record in records:
+        signed = record.signature()
+        signatures[signed] = signatures.get(signed, 0) + 1
+        latest[signed] = record
     # Most frequent values; on a tie the most recently used ones.
     signature = max(signatures, key=lambda sig: (signatures[sig], latest[sig].at))
     matches, window = signatures[signature], len(records)
@@ -76,7 +79,8 @@ def _detect(
     feedback = profile.default_feedback.get(key, {}).get(signature)
     declines = feedback.declines_since_acceptance() if feedback else 0
     request, channel = split_habit_key(key)
-    return UsualRequest(
+    return assemble(
+        UsualRequest,
         request=request,
         channel=channel,
         values=values,

@@ -6,8 +6,8 @@ ranked actions and a trace of every candidate (returned, outranked, or dropped a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,12 +22,10 @@ from engine.arbitration import (
 from engine.catalogue import Action, Catalogue
 from engine.channel_preference import ChannelEstimate
 from engine.config import EngineConfig
-from engine.decision import CandidateTrace, ChosenAction, DecisionRequest, Reasons
-from engine.events import Channel
+from engine.decision import CandidateTrace, ChosenAction, DecisionRequest, assemble
 from engine.explain import action_reasons
-from engine.facts import facts_for, open_problems, value_segment
-from engine.policy import Admission, ContactPolicy, admit, cap_refusal
-from engine.preferences import Purpose
+from engine.facts import Facts, facts_for
+from engine.policy import Admission, CompiledAction, ContactPolicy, Moment, admit, cap_refusal
 from engine.profile import Exposure, Profile
 from engine.scoring import Scorer
 
@@ -47,26 +45,91 @@ class DecisionPolicy(BaseModel):
         version = f"{self.catalogue.version}/{self.contact.version}/{self.exploration.strategy}"
         return version if self.objective == "expected_value" else f"{version}/{self.objective}"
 
-    @cached_property  # the catalogue is fixed for the policy's life: computed once
+    def compiled(self) -> CompiledPolicy:
+        """The catalogue under the contact policy, prepared once for the policy's life.
+
+        Kept on the instance with the catalogue and contact policy it was compiled from, so
+        that a copy with another one (`model_copy(update=...)` copies the instance's state)
+        compiles its own."""
+        cached = self.__dict__.get("_compiled")
+        if (
+            isinstance(cached, CompiledPolicy)
+            and cached.catalogue is self.catalogue
+            and cached.contact is self.contact
+        ):
+            return cached
+        compiled = CompiledPolicy.of(self.catalogue, self.contact)
+        self.__dict__["_compiled"] = compiled
+        return compiled
+
+    @property
     def limited(self) -> frozenset[str]:
         """Actions whose deliveries some cap, cooldown or marketing frequency cap counts."""
-        return frozenset(
-            action.id
-            for action in self.catalogue.actions
-            if action.caps or action.cooldown_days or action.purpose is Purpose.MARKETING
-        )
+        return self.compiled().limited
 
-    @cached_property
+    @property
     def purposes(self) -> dict[str, str]:
         """The consent purpose of each catalogue action, by id."""
-        return {action.id: action.purpose.value for action in self.catalogue.actions}
+        return self.compiled().purposes
 
 
-class ActionPlan(BaseModel):
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    """A catalogue's actions compiled under a contact policy (see `DecisionPolicy.compiled`)."""
+
+    catalogue: Catalogue
+    contact: ContactPolicy
+    actions: tuple[CompiledAction, ...]
+    limited: frozenset[str]
+    purposes: dict[str, str]
+
+    @classmethod
+    def of(cls, catalogue: Catalogue, contact: ContactPolicy) -> CompiledPolicy:
+        actions = tuple(_compiled_action(action, contact) for action in catalogue.actions)
+        return cls(
+            catalogue=catalogue,
+            contact=contact,
+            actions=actions,
+            limited=frozenset(action.id for action in actions if action.limited()),
+            purposes={action.id: action.purpose.value for action in actions},
+        )
+
+
+#: Actions compiled under a contact policy, by identity: an experiment variant's catalogue is a
+#: subset of the served one, built per decision, and reuses its compiled actions.
+_COMPILED: dict[tuple[int, int], tuple[Action, ContactPolicy, CompiledAction]] = {}
+_COMPILED_KEPT = 4096
+
+
+def _compiled_action(action: Action, contact: ContactPolicy) -> CompiledAction:
+    key = (id(action), id(contact))
+    cached = _COMPILED.get(key)
+    # The objects are kept with the entry, so their ids cannot be reused while it lives.
+    if cached is not None and cached[0] is action and cached[1] is contact:
+        return cached[2]
+    if len(_COMPILED) >= _COMPILED_KEPT:
+        _COMPILED.clear()
+    compiled = CompiledAction.of(action, contact)
+    _COMPILED[key] = (action, contact, compiled)
+    return compiled
+
+
+@dataclass(slots=True)
+class ActionPlan:
     actions: list[ChosenAction]
     candidates: list[CandidateTrace]
     segment: str
     open_problems: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Slate:
+    """What picking one decision's slate needs besides its candidates."""
+
+    moment: Moment
+    contact: ChannelEstimate | None
+    exploration: Exploration
+    decision_id: str
 
 
 def next_best_actions(
@@ -79,26 +142,27 @@ def next_best_actions(
     decision_id: str,
     at: datetime,
     config: EngineConfig,
+    facts: Facts | None = None,
 ) -> ActionPlan:
-    facts = facts_for(profile, request, at=at, config=config)
-    problems = sorted(p.value for p in open_problems(profile, at, config)) if profile else []
-    segment = value_segment(profile).value if profile else "mass"
-    admissions: dict[str, tuple[Action, Admission]] = {}
-    for action in policy.catalogue.actions:
-        admissions[action.id] = (
-            action,
-            admit(
-                action,
-                profile=profile,
-                open_problems=problems,
-                eligible=action.is_eligible(facts),
-                touchpoint_channel=request.channel.value,
-                hour=at.hour,
-                at=at,
-                policy=policy.contact,
-                config=config,
-            ),
-        )
+    """`facts`: the customer's facts (`facts_for`) if the caller has them already."""
+    if facts is None:
+        facts = facts_for(profile, request, at=at, config=config)
+    # The facts hold both already (an unknown customer: no problems, the mass segment).
+    problems = sorted(str(problem) for problem in facts.open_problems)
+    segment = str(facts.values["profile.value_segment"])
+    moment = Moment.of(
+        profile,
+        problems,
+        touchpoint_channel=request.channel.value,
+        at=at,
+        policy=policy.contact,
+        config=config,
+    )
+    compiled = policy.compiled()
+    admissions = {
+        action.id: (action, admit(action, moment, eligible=action.is_eligible(facts)))
+        for action in compiled.actions
+    }
     allowed = [action for action, admission in admissions.values() if admission.dropped is None]
     posteriors = (
         scorer.action_posteriors(
@@ -107,22 +171,25 @@ def next_best_actions(
         if allowed
         else []
     )
+    objective = policy.objective
     scored = [
-        Scored(
+        assemble(
+            Scored,
             action_id=action.id,
-            propensity=alpha / (alpha + beta),
-            value=action.value,
-            weight=action.weight,
-            first=bool(set(problems) & {p.value for p in action.addresses}),
-            alpha=alpha,
-            beta=beta,
-            objective=policy.objective,
+            propensity=float(alpha / (alpha + beta)),
+            value=action.action.value,
+            weight=action.action.weight,
+            first=not action.addresses.isdisjoint(problems),
+            alpha=float(alpha),
+            beta=float(beta),
+            objective=objective,
         )
         for action, (alpha, beta) in zip(allowed, posteriors, strict=True)
     ]
-    chosen = _fill_slate(
-        scored, admissions, profile, request, contact, problems, policy, decision_id, at
+    slate = _Slate(
+        moment=moment, contact=contact, exploration=policy.exploration, decision_id=decision_id
     )
+    chosen = _fill_slate(scored, admissions, slate)
     by_id = {s.action_id: s for s in scored}
     returned = {a.id for a in chosen}
     traces = [
@@ -134,46 +201,30 @@ def next_best_actions(
 
 def _fill_slate(
     scored: list[Scored],
-    admissions: dict[str, tuple[Action, Admission]],
-    profile: Profile | None,
-    request: DecisionRequest,
-    contact: ChannelEstimate | None,
-    problems: list[str],
-    policy: DecisionPolicy,
-    decision_id: str,
-    at: datetime,
+    admissions: dict[str, tuple[CompiledAction, Admission]],
+    slate: _Slate,
 ) -> list[ChosenAction]:
     """Pick slot by slot. Actions picked in this decision count toward the caps of the next
     ones, so a slate never breaks a cap that each of its actions keeps alone."""
-    rng = decision_rng(decision_id)
+    moment = slate.moment
+    profile, at = moment.profile, moment.at
+    rng = decision_rng(slate.decision_id)
     delivered = list(profile.exposures) if profile else []
     remaining = ranked(scored)
     chosen: list[ChosenAction] = []
-    while len(chosen) < policy.exploration.max_actions:
-        remaining = [
-            c for c in remaining if _open_channels(admissions[c.action_id], delivered, at, policy)
-        ]
+    while len(chosen) < slate.exploration.max_actions:
+        remaining = [c for c in remaining if _open_channels(admissions[c.action_id], delivered, at)]
         if not remaining:
             break
-        index, probability = pick_one(remaining, policy.exploration, rng)
+        index, probability = pick_one(remaining, slate.exploration, rng)
         score = remaining.pop(index)
         action, admission = admissions[score.action_id]
-        channels = _open_channels((action, admission), delivered, at, policy)
-        pick = _chosen(
-            action,
-            channels,
-            score,
-            len(chosen) + 1,
-            probability,
-            request,
-            contact,
-            problems,
-            admission,
-        )
+        channels = _open_channels((action, admission), delivered, at)
+        pick = _chosen(action, admission, channels, score, len(chosen) + 1, probability, slate)
         chosen.append(pick)
         delivered.append(
             Exposure(
-                event_id=f"slate:{decision_id}:{pick.rank}",
+                event_id=f"slate:{slate.decision_id}:{pick.rank}",
                 at=at,
                 action_id=action.id,
                 channel=pick.channel,
@@ -184,39 +235,38 @@ def _fill_slate(
 
 
 def _open_channels(
-    entry: tuple[Action, Admission], delivered: list[Exposure], at: datetime, policy: DecisionPolicy
+    entry: tuple[CompiledAction, Admission], delivered: list[Exposure], at: datetime
 ) -> list[str]:
     action, admission = entry
     return [
         channel
         for channel in admission.channels
-        if cap_refusal(action, Channel(channel), delivered, at, policy.contact) is None
+        if cap_refusal(action, channel, delivered, at) is None
     ]
 
 
 def _chosen(
-    action: Action,
+    action: CompiledAction,
+    admission: Admission,
     channels: list[str],
     score: Scored,
     rank: int,
     probability: float,
-    request: DecisionRequest,
-    contact: ChannelEstimate | None,
-    problems: list[str],
-    admission: Admission,
+    slate: _Slate,
 ) -> ChosenAction:
-    addressed = sorted(set(problems) & {p.value for p in action.addresses})
-    return ChosenAction(
+    addressed = [p for p in slate.moment.problems if p in action.addresses]
+    return assemble(
+        ChosenAction,
         id=action.id,
-        kind=action.kind.value,
+        kind=action.kind,
         rank=rank,
         score=score.priority,
         propensity=probability,
-        channel=delivery_channel(channels, request.channel.value, contact),
-        title=Reasons(en=action.title.en, it=action.title.it),
-        message=Reasons(en=action.message.en, it=action.message.it),
+        channel=delivery_channel(channels, slate.moment.touchpoint_channel, slate.contact),
+        title=action.title,
+        message=action.message,
         reasons=action_reasons(addressed, score.propensity),
-        reason_codes=[*admission.reason_codes, f"purpose:{action.purpose.value}"],
+        reason_codes=[*admission.reason_codes, action.purpose_code],
     )
 
 
@@ -235,12 +285,11 @@ def delivery_channel(
 
 
 def _trace(
-    action: Action, admission: Admission, score: Scored | None, returned: set[str]
+    action: CompiledAction, admission: Admission, score: Scored | None, returned: set[str]
 ) -> CandidateTrace:
+    dropped = admission.dropped
     status = (
-        "dropped"
-        if admission.dropped is not None
-        else ("returned" if action.id in returned else "outranked")
+        "dropped" if dropped is not None else ("returned" if action.id in returned else "outranked")
     )
     factors = (
         {
@@ -253,11 +302,12 @@ def _trace(
         if score
         else {}
     )
-    return CandidateTrace(
+    return assemble(
+        CandidateTrace,
         action_id=action.id,
-        kind=action.kind.value,
+        kind=action.kind,
         status=status,
-        dropped=admission.dropped.value if admission.dropped else None,
+        dropped=None if dropped is None else dropped.value,
         channel_refusals={ch: r.value for ch, r in admission.channel_refusals.items()},
         channels=admission.channels,
         reason_codes=admission.reason_codes,

@@ -3,13 +3,14 @@
 Every collection here is bounded (top-K by time, capped key sets) and every record is kept in a
 canonical order, so the profile of a set of events does not depend on the order they arrived in.
 
-`Profile` is a pydantic model: it is what stores read and write as JSON. The records the fold
-creates or updates on almost every event (decayed counts, requests, stamps, feedback,
-exposures) are slotted dataclasses instead: pydantic validates and serialises them inside a
-`Profile` exactly as it did when they were models (same JSON, same schema), but building one
-costs about a seventh and setting a field about a twelfth of what it costs on a model (Python
-3.11, pydantic 2.14), and the fold does both on every event (issue 5, replay throughput).
-Records the fold rarely touches and the API also returns on their own (cases, stated
+`Profile` is a pydantic model: its JSON form is the reference one (tests, exports, and what
+stores wrote before the compact binary form of `feature_store.profile_codec`, which still reads
+it). The records the fold creates or updates on almost every event (decayed counts, requests,
+stamps, feedback, exposures) are slotted dataclasses instead: pydantic validates and serialises
+them inside a `Profile` exactly as it did when they were models (same JSON, same schema), but
+building one costs about a seventh and setting a field about a twelfth of what it costs on a
+model (Python 3.11, pydantic 2.14), and the fold does both on every event: replaying a history
+is bound by it. Records the fold rarely touches and the API also returns on their own (cases, stated
 preferences, consents) stay models.
 """
 
@@ -96,13 +97,14 @@ class RequestRecord:
             values["currency"] = self.currency
         if self.receipt is not None:
             values["receipt"] = self.receipt
-        values.update(sorted(self.options.items()))
+        if self.options:
+            values.update(sorted(self.options.items()))
         return values
 
     def signature(self) -> str:
         """A canonical key: two requests with the same values have the same signature."""
-        parts = [f"{key}={value!r}" for key, value in sorted(self.values().items())]
-        return ";".join(parts)
+        values = self.values()
+        return ";".join([f"{key}={values[key]!r}" for key in sorted(values)])
 
 
 def _plain_number(amount: Decimal) -> int | float:
@@ -246,7 +248,7 @@ class Profile(BaseModel):
         """One more distinct event; if `seen_at` is given, the customer was seen then."""
         # Writes the fields as pydantic's __setattr__ would (value, then the set of fields
         # set), without its dispatch, which cost as much as the rest of this method and runs
-        # for every event folded (issue 5).
+        # for every event folded.
         fields, fields_set = self.__dict__, self.__pydantic_fields_set__
         fields["event_count"] += 1
         fields_set.add("event_count")

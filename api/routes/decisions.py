@@ -1,8 +1,8 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api.auth import require
-from api.deps import ExperimentAssignment, IdentitySecret, Now, Policy, ServedModel, Store
-from api.schemas import DecisionIn, DecisionOut
+from api.deps import ForDecisions, Store
+from api.schemas import DecisionIn, DecisionOut, decision_answer
 from api.serving import decide_for, logged_decision
 from engine.decision import Decision
 from feature_store.credentials import Scope
@@ -10,33 +10,31 @@ from feature_store.credentials import Scope
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
 
-@router.post("", response_model=DecisionOut, dependencies=[require(Scope.DECISIONS)])
-def post_decision(
-    question: DecisionIn,
-    store: Store,
-    secret: IdentitySecret,
-    policy: Policy,
-    now: Now,
-    scorer: ServedModel,
-    experiments: ExperimentAssignment,
-) -> DecisionOut:
+@router.post(
+    "",
+    response_model=DecisionOut,  # for the OpenAPI document: the answer is serialised once
+    dependencies=[require(Scope.DECISIONS)],
+)
+async def post_decision(question: DecisionIn, serving: ForDecisions) -> Response:
     """Next-best-actions, personalised defaults and the contact channel for this customer at
     this touchpoint, each with its reasons; every decision is logged with its candidates.
 
     Never fails for store trouble: answers `degraded: true` with nothing personal instead.
     """
-    identity = question.identity.hashed(secret) if question.identity else None
-    at = question.at or now
+    # Async, so no thread hop: the store's calls are short and synchronous, made on the loop.
+    identity = question.identity.hashed(serving.identity_secret) if question.identity else None
+    at = question.at or serving.now
     decision = decide_for(
-        store,
+        serving.store,
         question.as_request(),
         at=at,
         identity=identity,
-        policy=policy,
-        scorer=scorer,
-        assigner=experiments.assigner(at),
+        policy=serving.policy,
+        scorer=serving.scorer,
+        assigner=serving.experiments.assigner(at),
+        population=serving.population,
     )
-    return DecisionOut.of(decision)
+    return Response(decision_answer(decision), media_type="application/json")
 
 
 @router.get("/{decision_id}", response_model=Decision, dependencies=[require(Scope.CUSTOMERS_READ)])

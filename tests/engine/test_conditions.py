@@ -21,6 +21,7 @@ from engine.conditions import (
     HasHabit,
     HasOpenCase,
     Not,
+    compile_condition,
     condition_data,
     evaluate,
     parse_condition,
@@ -327,3 +328,10 @@ def test_evaluate_never_raises_and_answers_a_bool(data: dict[str, Any], facts: F
 def test_parsing_round_trips(data: dict[str, Any]) -> None:
     condition = _parsed(data)
     assert parse_condition(condition_data(condition)) == condition
+
+
+@given(data=condition_data_strategy, facts=any_facts)
+@settings(max_examples=400, deadline=None)
+def test_a_compiled_condition_answers_as_evaluate_does(data: dict[str, Any], facts: Facts) -> None:
+    condition = _parsed(data)
+    assert compile_condition(condition)(facts) is evaluate(condition, facts)

@@ -2,7 +2,7 @@
 
 Stores persist profiles as JSON, so a faster fold must serialise exactly as the old one did and
 load what the old one wrote. `tests/engine/data/golden_profiles.json` was written by the fold
-as it was before its rewrite for speed (issue 5); regenerate it only for an intended change of
+as it was before its rewrite for replay speed; regenerate it only for an intended change of
 the fold's semantics (which also needs a replay of stored profiles):
 
     .venv/bin/python -m tests.engine.test_fold_golden
