@@ -1,10 +1,10 @@
 """A batch of events logged and folded in one transaction, with a few queries for the whole batch.
 
 `prepare` does, outside the write lock, what needs no database: grouping by customer, each
-event's JSON body and time, the erasure digests. `apply_batch` runs inside the writer's
-transaction: one query each for the erasures, the merges, the ids already logged and the touched
-profiles; then the fold, in memory; then one `executemany` each for profiles, events and the
-population counters. A fold that raises leaves nothing of the batch written (the writer rolls the
+event's JSON body and time. `apply_batch` runs inside the writer's transaction: one query each
+for the customers' state (merged, erased), the ids already logged and the touched profiles;
+then the fold, in memory; then one `executemany` each for profiles, events and the population
+counters. A fold that raises leaves nothing of the batch written (the writer rolls the
 write's savepoint back).
 """
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from engine.config import EngineConfig
 from engine.events import Event
 from engine.fold import FoldStatus, fold_in_place
-from engine.identity import customer_digest
 from feature_store.base import AppendStatus
 from feature_store.sqlite import rows
 
@@ -48,7 +47,6 @@ class PreparedBatch:
     events: list[Event]
     bodies: list[str]
     at_us: list[int]
-    digests: dict[str, str]
 
 
 def prepare(events: Sequence[Event]) -> PreparedBatch:
@@ -61,7 +59,6 @@ def prepare(events: Sequence[Event]) -> PreparedBatch:
         events=list(events),
         bodies=[event.model_dump_json() for event in events],
         at_us=[rows.microseconds(event.occurred_at) for event in events],
-        digests={customer: customer_digest(customer) for customer in by_customer},
     )
 
 
@@ -71,16 +68,15 @@ def apply_batch(
     """Log and fold `batch` inside the caller's write transaction (see `OnlineStore.apply_events`
     for the statuses)."""
     statuses = [AppendStatus.DUPLICATE] * batch.size
-    erased = rows.erased_among(db, list(batch.digests.values()))
-    survivors = rows.survivors(db, list(batch.by_customer))
+    states = rows.customer_states(db, list(batch.by_customer))
     # Per surviving customer, the positions to fold, in the order the customers came.
     targets: dict[str, list[int]] = {}
     for customer, positions in batch.by_customer.items():
-        if batch.digests[customer] in erased:
+        survivor, erased = states[customer]
+        if erased:
             for position in positions:
                 statuses[position] = AppendStatus.ERASED
             continue
-        survivor = survivors.get(customer, customer)
         if survivor != customer:  # merged into another customer: theirs now
             for position in positions:
                 moved = batch.events[position].model_copy(update={"customer_id": survivor})

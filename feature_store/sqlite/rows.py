@@ -85,15 +85,12 @@ def log_decisions(db: sqlite3.Connection, decisions: Sequence[Decision]) -> int:
     """Within the caller's write transaction: append `decisions` to the log, except those
     already logged and those of erased customers (an erasure committed while they waited);
     return how many were appended."""
-    customers = sorted({d.customer_id for d in decisions})
-    erased = erased_among(db, [customer_digest(customer) for customer in customers])
-    moved = survivors(db, customers)
+    states = customer_states(db, sorted({d.customer_id for d in decisions}))
     appended = 0
     for decision in decisions:
-        survivor = moved.get(decision.customer_id, decision.customer_id)
-        if customer_digest(decision.customer_id) in erased or customer_digest(survivor) in erased:
-            continue
-        appended += _insert_decision(db, decision, survivor)
+        survivor, erased = states[decision.customer_id]
+        if not erased:
+            appended += _insert_decision(db, decision, survivor)
     return appended
 
 
@@ -175,23 +172,21 @@ def count_population(db: sqlite3.Connection, applied: list[Event]) -> None:
     )
 
 
-def erased_among(db: sqlite3.Connection, digests: list[str]) -> set[str]:
-    """Which of `digests` (`customer_digest`) are erasure records, in one query."""
-    found = db.execute(
-        "SELECT customer_digest FROM erasures "
-        "WHERE customer_digest IN (SELECT value FROM json_each(?))",
-        (json.dumps(digests),),
-    )
-    return {str(digest) for (digest,) in found}
+def customer_states(db: sqlite3.Connection, customer_ids: list[str]) -> dict[str, tuple[str, bool]]:
+    """For each of `customer_ids`: (its surviving id, whether it was erased), in one query.
 
-
-def survivors(db: sqlite3.Connection, customer_ids: list[str]) -> dict[str, str]:
-    """The survivor of each of `customer_ids` that was merged into another, in one query."""
+    An erasure records the digest of every id it erased, merged ones included, so an id's own
+    digest tells whether it was erased."""
     found = db.execute(
-        "SELECT alias, customer_id FROM aliases WHERE alias IN (SELECT value FROM json_each(?))",
-        (json.dumps(customer_ids),),
+        "SELECT j.value ->> 0, a.customer_id, e.customer_digest IS NOT NULL FROM json_each(?) AS j "
+        "LEFT JOIN aliases AS a ON a.alias = j.value ->> 0 "
+        "LEFT JOIN erasures AS e ON e.customer_digest = j.value ->> 1",
+        (json.dumps([(customer, customer_digest(customer)) for customer in customer_ids]),),
     )
-    return {str(alias): str(survivor) for alias, survivor in found}
+    return {
+        str(customer): (str(survivor or customer), bool(erased))
+        for customer, survivor, erased in found
+    }
 
 
 def canonical(db: sqlite3.Connection, customer_id: str) -> str:

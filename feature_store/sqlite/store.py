@@ -30,7 +30,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -62,7 +61,7 @@ from feature_store.sqlite.connection import (
     write_transaction,
 )
 from feature_store.sqlite.decisions import PendingDecisions
-from feature_store.sqlite.writer import GroupStats, GroupWriter
+from feature_store.sqlite.writer import GroupStats, GroupWriter, WriterStopped
 
 SCHEMA_VERSION = 3  # 2: identities, aliases, erasures; 3: decision_order (the log's cursor)
 
@@ -240,7 +239,7 @@ class SQLiteStore(OnlineStore):
             return rows.resolve(self._connection(), identity)
 
     def export_customer(self, customer_id: str) -> CustomerExport | None:
-        self._write(lambda db: None, durable=False)  # pending decisions are held too
+        self._write(None, durable=False)  # pending decisions are held too
         with translated_errors(_WHAT):
             db = self._connection()
             if rows.is_erased(db, customer_id):
@@ -249,7 +248,7 @@ class SQLiteStore(OnlineStore):
 
     def read_log(self, table: LogTable, after: int, limit: int) -> LogPage:
         if table == "decisions" and len(self._pending):
-            self._write(lambda db: None, durable=False)  # give the pending entries their seq
+            self._write(None, durable=False)  # give the pending entries their seq
         with translated_errors(_WHAT):
             return rows.read_log(self._connection(), table, after, limit)
 
@@ -307,7 +306,7 @@ class SQLiteStore(OnlineStore):
         if not self._pending.add(decision):
             raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
         if self._pending.behind():
-            self._write(lambda db: None, durable=False)
+            self._write(None, durable=False)
 
     def link_identities(
         self, identities: Sequence[HashedIdentity], customer_id: str | None, *, at: datetime
@@ -354,16 +353,17 @@ class SQLiteStore(OnlineStore):
         with translated_errors(_WHAT):
             return rows.decision_logged(self._connection(), decision.decision_id)
 
-    def _write(self, write: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
-        """Run `write` in the writer's next group and wait for it to commit."""
+    def _write(self, write: Callable[[sqlite3.Connection], T] | None, *, durable: bool) -> T:
+        """Run `write` in the writer's next group and wait for it to commit (None: a group of
+        the pending decisions alone)."""
         if self._writer is None or self._readers.closed:
             raise StoreUnavailable(f"the {_WHAT} is closed", retry_after=RETRY_AFTER_FAULT)
         try:
-            future: Future[T] = self._writer.submit(write, durable=durable)
-        except RuntimeError as exc:
+            with translated_errors(_WHAT):
+                result: T = self._writer.run(write, durable=durable)
+        except WriterStopped as exc:
             raise StoreUnavailable(f"the {_WHAT} is closed", retry_after=RETRY_AFTER_FAULT) from exc
-        with translated_errors(_WHAT):
-            return future.result()
+        return result
 
     def _prepare_file(self) -> None:
         """Switch the file to WAL and create or check the schema; safe to race with others."""
