@@ -99,6 +99,8 @@ _WHAT = "SQLite store"
 # Readers: durable (a checkpoint run by read_log syncs), foreign keys checked.
 _READER_PRAGMAS = ("PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON")
 
+_WRITER_CACHE_KIB = 32 * 1024
+
 T = TypeVar("T")
 
 
@@ -170,15 +172,7 @@ class SQLiteStore(OnlineStore):
         try:
             with translated_errors(_WHAT):
                 self._prepare_file()
-                pragmas = ["PRAGMA foreign_keys = ON"]
-                if sqlite_config.secure_delete:
-                    pragmas.append("PRAGMA secure_delete = ON")
-                writer_connection = connect(
-                    sqlite_config.path,
-                    busy_timeout_seconds=sqlite_config.busy_timeout_seconds,
-                    pragmas=pragmas,
-                )
-            self._writer = GroupWriter(writer_connection, self._pending)
+                self._writer = self._open_writer()
         except BaseException:
             self.close()
             raise
@@ -364,6 +358,27 @@ class SQLiteStore(OnlineStore):
         except WriterStopped as exc:
             raise StoreUnavailable(f"the {_WHAT} is closed", retry_after=RETRY_AFTER_FAULT) from exc
         return result
+
+    def _open_writer(self) -> GroupWriter:
+        config = self.sqlite_config
+        pragmas = [
+            "PRAGMA foreign_keys = ON",
+            # Checkpoints run in the writer's background thread, off the write path; this one
+            # only if that thread falls far behind (64 MiB of log).
+            "PRAGMA wal_autocheckpoint = 16384",
+            # The profiles of a large batch stay in memory between batches (KiB, negative).
+            f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}",
+        ]
+        if config.secure_delete:
+            pragmas.append("PRAGMA secure_delete = ON")
+        timeout = config.busy_timeout_seconds
+        writer = connect(config.path, busy_timeout_seconds=timeout, pragmas=pragmas)
+        try:
+            checkpointer = connect(config.path, busy_timeout_seconds=0, pragmas=())
+        except BaseException:
+            writer.close()
+            raise
+        return GroupWriter(writer, self._pending, checkpointer=checkpointer)
 
     def _prepare_file(self) -> None:
         """Switch the file to WAL and create or check the schema; safe to race with others."""

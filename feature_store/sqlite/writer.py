@@ -11,7 +11,10 @@ turn, and only one thread of the process ever waits for that lock. This is Level
 queue: the writer role passes between the waiting callers instead of living in a thread of its
 own, which would cost every write two thread switches (measured: ~1.5x the CPU of the same work
 on this 2-core machine, and more under load, as the writer waits to be scheduled). A background
-thread runs a group when `GroupHooks.due` says one is due and no caller is writing.
+thread runs a group when `GroupHooks.due` says one is due and no caller is writing, and, given
+a `checkpointer` connection, copies the write-ahead log into the database (a PASSIVE checkpoint,
+which never blocks the writer) after commits, so that the writer does not stop for checkpoints
+(its connection should have a high `wal_autocheckpoint`, as a safety net only).
 
 Other processes on the same file have their own writer; SQLite's lock orders the processes,
 and `BEGIN IMMEDIATE` waits up to the busy timeout.
@@ -82,11 +85,14 @@ class GroupWriter:
         connection: sqlite3.Connection,
         hooks: GroupHooks,
         *,
+        checkpointer: sqlite3.Connection | None = None,
         max_group: int = 512,
-        idle_poll_seconds: float = 0.25,
-        name: str = "sqlite-log-flusher",
+        idle_poll_seconds: float = 0.05,
+        name: str = "sqlite-writer-background",
     ) -> None:
         self._db = connection
+        self._checkpointer = checkpointer
+        self._committed_since_checkpoint = False
         self._hooks = hooks
         self._max_group = max_group
         self._idle_poll = idle_poll_seconds
@@ -141,6 +147,8 @@ class GroupWriter:
         with contextlib.suppress(Exception):
             self._run(None, durable=True)
         self._db.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
 
     # -- the flusher thread --------------------------------------------------------------------
 
@@ -148,10 +156,12 @@ class GroupWriter:
         while not self._stop_flusher.wait(self._wait_seconds()):
             due = self._hooks.due()
             if due is not None and due <= time.monotonic():
-                try:
+                with contextlib.suppress(Exception):  # retried at the next poll; callers see it
                     self.run(None, durable=False)
-                except Exception:  # retried at the next poll; callers see it too
-                    continue
+            if self._checkpointer is not None and self._committed_since_checkpoint:
+                self._committed_since_checkpoint = False
+                with contextlib.suppress(sqlite3.Error):  # busy: another process checkpoints
+                    self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _wait_seconds(self) -> float:
         due = self._hooks.due()
@@ -184,6 +194,7 @@ class GroupWriter:
             for request in group:
                 request.ok, request.value = False, exc
             return
+        self._committed_since_checkpoint = True
         if after[0] and after[1] is not None:
             after[1]()
         for request, (ok, value) in zip(group, outcomes, strict=True):
