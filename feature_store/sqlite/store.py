@@ -368,9 +368,9 @@ class SQLiteStore(OnlineStore):
             "PRAGMA wal_autocheckpoint = 16384",
             # The profiles of a large batch stay in memory between batches (KiB, negative).
             f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}",
+            # Some builds (this one's) default to ON; set it either way, so the setting holds.
+            f"PRAGMA secure_delete = {'ON' if config.secure_delete else 'OFF'}",
         ]
-        if config.secure_delete:
-            pragmas.append("PRAGMA secure_delete = ON")
         timeout = config.busy_timeout_seconds
         writer = connect(config.path, busy_timeout_seconds=timeout, pragmas=pragmas)
         try:
