@@ -10,7 +10,6 @@ write's savepoint back).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ _APPEND_STATUS = {
     FoldStatus.TOO_LATE: AppendStatus.TOO_LATE,
 }
 
-# (customer_id, event_id) pairs in one JSON parameter, joined on the log's unique index.
+# (customer_id, event_id) pairs joined on the log's unique index.
 _LOGGED_PAIRS = (
-    "SELECT e.customer_id, e.event_id FROM json_each(?) AS j JOIN events AS e "
-    "ON e.customer_id = j.value ->> 0 AND e.event_id = j.value ->> 1"
+    "WITH j (customer_id, event_id) AS ({table}) SELECT e.customer_id, e.event_id FROM j "
+    "JOIN events AS e ON e.customer_id = j.customer_id AND e.event_id = j.event_id"
 )
 _INSERT_EVENT = (
     "INSERT INTO events (customer_id, event_id, occurred_at_us, status, body) "
@@ -147,6 +146,7 @@ def _logged(
         for p in positions
     ]
     known: dict[str, set[str]] = {}
-    for customer, event_id in db.execute(_LOGGED_PAIRS, (json.dumps(pairs),)):
+    table, parameters = rows.pairs_table(pairs)
+    for customer, event_id in db.execute(_LOGGED_PAIRS.format(table=table), parameters):
         known.setdefault(customer, set()).add(event_id)
     return known

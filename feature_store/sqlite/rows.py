@@ -172,16 +172,38 @@ def count_population(db: sqlite3.Connection, applied: list[Event]) -> None:
     )
 
 
+# Up to this many values are bound one by one (statements of these few shapes stay compiled in
+# the connection's cache); more go in one JSON parameter, unpacked by json_each.
+_FEW = 8
+
+
+def pairs_table(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """SQL for a two-column table of `pairs` (use as `WITH j(a, b) AS (<sql>)`), and its
+    parameters."""
+    if len(pairs) <= _FEW:
+        return "VALUES " + ", ".join(["(?, ?)"] * len(pairs)), [v for pair in pairs for v in pair]
+    return "SELECT value ->> 0, value ->> 1 FROM json_each(?)", [json.dumps(pairs)]
+
+
+def value_list(values: Sequence[str]) -> tuple[str, list[str]]:
+    """SQL for `IN <sql>` over `values`, and its parameters."""
+    if len(values) <= _FEW:
+        return "(" + ", ".join(["?"] * len(values)) + ")", list(values)
+    return "(SELECT value FROM json_each(?))", [json.dumps(values)]
+
+
 def customer_states(db: sqlite3.Connection, customer_ids: list[str]) -> dict[str, tuple[str, bool]]:
     """For each of `customer_ids`: (its surviving id, whether it was erased), in one query.
 
     An erasure records the digest of every id it erased, merged ones included, so an id's own
     digest tells whether it was erased."""
+    table, parameters = pairs_table([(c, customer_digest(c)) for c in customer_ids])
     found = db.execute(
-        "SELECT j.value ->> 0, a.customer_id, e.customer_digest IS NOT NULL FROM json_each(?) AS j "
-        "LEFT JOIN aliases AS a ON a.alias = j.value ->> 0 "
-        "LEFT JOIN erasures AS e ON e.customer_digest = j.value ->> 1",
-        (json.dumps([(customer, customer_digest(customer)) for customer in customer_ids]),),
+        f"WITH j (customer_id, digest) AS ({table}) "
+        "SELECT j.customer_id, a.customer_id, e.customer_digest IS NOT NULL FROM j "
+        "LEFT JOIN aliases AS a ON a.alias = j.customer_id "
+        "LEFT JOIN erasures AS e ON e.customer_digest = j.digest",
+        parameters,
     )
     return {
         str(customer): (str(survivor or customer), bool(erased))
@@ -217,10 +239,10 @@ def read_profile(db: sqlite3.Connection, customer_id: str) -> Profile | None:
 
 def read_profiles(db: sqlite3.Connection, customer_ids: list[str]) -> dict[str, Profile]:
     """The stored profiles of `customer_ids` (those that have one), in one query."""
+    ids, parameters = value_list(customer_ids)
     found = db.execute(
-        "SELECT customer_id, body FROM profiles "
-        "WHERE customer_id IN (SELECT value FROM json_each(?))",
-        (json.dumps(customer_ids),),
+        f"SELECT customer_id, body FROM profiles WHERE customer_id IN {ids}",
+        parameters,
     )
     return {str(customer_id): decode_profile(body) for customer_id, body in found}
 

@@ -277,30 +277,42 @@ class SQLiteStore(OnlineStore):
             raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
 
     def record_decision(self, decision: Decision, delivered: Sequence[Event]) -> None:
-        """Apply `delivered` (committed, without an fsync, before this returns: the exposures
-        count toward caps for every later read, in any process) and log `decision` behind the
-        response.
+        """Log `decision` and apply `delivered`, its exposures, which are committed (without an
+        fsync) before this returns: they count toward caps for every later read, in any process.
 
-        The log entry is committed by the writer within about half of
-        `decision_log_loss_window_seconds` (feature_store/sqlite/decisions.py); until then
-        `read_decision` in this process returns it, so an outcome for it is accepted at once.
-        A crash (even kill -9) loses at most the entries recorded in the last window. If the
-        writer has fallen behind by more than the window (the file locked by another process),
-        this waits for it, and raises `StoreUnavailable` if it cannot write.
+        With exposures, the log entry is written in the same transaction (the caller waits for
+        that commit anyway, and a second write would cost more). Without any, the entry is
+        written behind the response: the writer commits it within about half of
+        `decision_log_loss_window_seconds`, in whatever group it commits next or in one of its
+        own (feature_store/sqlite/decisions.py); until then `read_decision` in this process
+        returns it, so an outcome for it is accepted at once. A crash (even kill -9) loses at
+        most the entries recorded in the last window. If the writer has fallen behind by more
+        than the window (the file locked by another process), this waits for it, and raises
+        `StoreUnavailable` if it cannot write.
 
-        Raises DuplicateDecision for an id already logged or pending. Two processes recording
-        one id at the same moment (ids are random, so only by a bug) both succeed and the log
-        keeps the first; exposures are idempotent by event id, so nothing is delivered twice.
+        Raises DuplicateDecision for an id already logged or pending, and then applies nothing.
+        Two callers recording one id at the same moment without exposures (ids are random, so
+        only by a bug) may both succeed; the log keeps the first.
         """
-        if self._pending.get(decision.decision_id) is not None or self._logged(decision):
+        if self._pending.get(decision.decision_id) is not None:
             raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
         if delivered:
             batch = ingest.prepare(delivered)
-            self._write(lambda db: ingest.apply_batch(db, batch, self.config), durable=False)
-        if not self._pending.add(decision):
+            self._write(lambda db: self._record_in(db, decision, batch), durable=False)
+            return
+        if self._logged(decision) or not self._pending.add(decision):
             raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
         if self._pending.behind():
             self._write(None, durable=False)
+
+    def _record_in(
+        self, db: sqlite3.Connection, decision: Decision, exposures: ingest.PreparedBatch
+    ) -> None:
+        statuses = ingest.apply_batch(db, exposures, self.config)
+        if all(status is AppendStatus.ERASED for status in statuses):
+            return  # erased while it was decided: nothing of it is kept
+        if not rows.log_decision(db, decision):  # raising rolls the exposures back too
+            raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
 
     def link_identities(
         self, identities: Sequence[HashedIdentity], customer_id: str | None, *, at: datetime
