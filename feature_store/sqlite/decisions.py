@@ -1,14 +1,16 @@
 """The decision log written behind the response: decisions returned but not yet committed.
 
-`SQLiteStore.record_decision` commits a decision's exposures before it returns (they count
-toward caps, in every process) and leaves the decision's log entry here. The writer thread
-(feature_store/sqlite/writer.py) writes every pending entry in the next group it commits,
-whatever that group holds, and runs a group of its own when the oldest entry has waited half
-the loss window. So an entry is committed within about half of `loss_window_seconds` of being
-recorded while the file is writable; `record_decision` itself waits for the writer when the
-oldest entry is older than the whole window (the file locked, a slow disk), so a crash never
-loses a decision returned more than the window before it. A pending entry is visible to
-`read_decision` in this process, so an outcome for a just-returned decision is accepted.
+`SQLiteStore.record_decision` writes a decision that delivered actions in the same transaction
+as their exposures, which must be committed before it returns (they count toward caps, in
+every process). A decision without exposures needs no write before the answer: its log entry
+waits here. The writer (feature_store/sqlite/writer.py) writes every pending entry in the next
+group it commits, whatever that group holds, and its background thread runs a group of its own
+when the oldest entry has waited half the loss window. So an entry is committed within about
+half of `loss_window_seconds` of being recorded while the file is writable; `record_decision`
+itself waits for the writer when the oldest entry is older than the whole window (the file
+locked, a slow disk), so a crash (kill -9 included) never loses a decision returned more than
+the window before it. A pending entry is visible to `read_decision` in this process, so an
+outcome for a just-returned decision is accepted.
 """
 
 from __future__ import annotations

@@ -11,13 +11,15 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`):
 * `population_counts`: how many folded events chose each channel, per population dimension.
 
 Concurrency: the file is in WAL mode, so readers never wait for the writer; each thread reads
-on its own connection. Every write goes through the store's one writer thread
+on its own connection. Every write goes through the store's one writer
 (feature_store/sqlite/writer.py), which commits queued writes in groups, one `BEGIN IMMEDIATE`
-transaction (one fsync) per group, so threads of one process never fight for the write lock.
-Processes sharing the file each have their writer; SQLite's lock orders them (a writer waits
-up to `busy_timeout_seconds`). A write runs with the file's write lock held from its first
-read, so two writers of one customer run one after the other, the second folding into the
-first's committed profile. A store must be opened in the process that uses it (after any fork):
+transaction (one fsync) per group, on one connection: threads of a process never fight for the
+write lock, they queue and share commits. Processes sharing the file each have their writer;
+SQLite's lock orders them (a writer waits up to `busy_timeout_seconds`). A write holds the
+file's write lock from its first read, so two writers of one customer run one after the other,
+the second folding into the first's committed profile. The writer's background thread
+checkpoints the write-ahead log and writes the decision log's pending entries (see
+`record_decision`). A store must be opened in the process that uses it (after any fork):
 SQLite connections and threads do not cross a fork.
 
 Erasure: `PRAGMA secure_delete` is on for the writer, so the pages an erasure frees are
@@ -146,7 +148,8 @@ class SQLiteStore(OnlineStore):
     Durability: `apply_events`, `log_decision`, `link_identities` and `erase_customer` return
     once committed and synced (synchronous=FULL). `record_decision` returns once the delivered
     exposures are committed, without an fsync (a process crash loses nothing of them, a power
-    loss the last few); its decision log entry is written behind (see `record_decision`).
+    loss the last few); a decision without exposures is logged behind the response, within
+    `decision_log_loss_window_seconds` (see `record_decision`).
     """
 
     def __init__(

@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class _Request:
     durable: bool
     done: bool = False
     ok: bool = False
-    value: Any = None
+    value: Any = field(default_factory=lambda: WriterStopped("the write did not run"))
 
 
 @dataclass(slots=True)
@@ -189,7 +189,7 @@ class GroupWriter:
             # Last, so that a failure of the hooks' work costs the group nothing.
             after = self._in_savepoint(self._hooks.in_group)
             self._db.execute("COMMIT")
-        except Exception as exc:  # nothing of the group committed: every write fails
+        except BaseException as exc:  # nothing of the group committed: every write fails
             self._roll_back()
             for request in group:
                 request.ok, request.value = False, exc
