@@ -44,10 +44,12 @@ Write = Callable[[sqlite3.Connection], Any]
 
 class GroupHooks(Protocol):
     def in_group(self, db: sqlite3.Connection) -> Callable[[], None] | None:
-        """Run first in every group's transaction; return what to do once it has committed."""
+        """Run last in every group's transaction while `due` is not None (there is work);
+        return what to do once it has committed."""
 
     def due(self) -> float | None:
-        """The monotonic time by which a group must run even if nothing is queued, or None."""
+        """The monotonic time by which a group must run even if nothing is queued, or None if
+        the hooks have no work."""
 
 
 @dataclass(slots=True)
@@ -187,7 +189,8 @@ class GroupWriter:
                     write = request.write
                     outcomes.append(self._in_savepoint(write) if write else (True, None))
             # Last, so that a failure of the hooks' work costs the group nothing.
-            after = self._in_savepoint(self._hooks.in_group)
+            idle = self._hooks.due() is None
+            after = (True, None) if idle else self._in_savepoint(self._hooks.in_group)
             self._db.execute("COMMIT")
         except BaseException as exc:  # nothing of the group committed: every write fails
             self._roll_back()
