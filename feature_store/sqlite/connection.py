@@ -82,14 +82,6 @@ class ThreadConnections:
             self._local.connection = connection
         return connection
 
-    def discard(self, connection: sqlite3.Connection) -> None:
-        """Close the calling thread's `connection` (its state is unknown); the next call of
-        `connection()` in this thread opens a new one. Closing makes SQLite roll back."""
-        self._local.connection = None
-        with self._lock:
-            self._open = [entry for entry in self._open if entry[1] is not connection]
-        connection.close()
-
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -128,15 +120,23 @@ def enable_wal(
 def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One IMMEDIATE transaction (the write lock taken before anything is read, so it can never
     fail half-way with SQLITE_BUSY_SNAPSHOT): committed if the block returns, rolled back if
-    it raises. A connection that cannot roll back is closed by the caller (see `discard`)."""
+    it raises."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         yield connection
         connection.execute("COMMIT")
     except BaseException:
+        roll_back(connection)
+        raise
+
+
+def roll_back(connection: sqlite3.Connection) -> None:
+    """End the connection's transaction, if it is still open, discarding its writes."""
+    try:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
-        raise
+    except sqlite3.Error:
+        pass  # SQLite has rolled back by itself after the errors that make ROLLBACK fail
 
 
 @contextmanager

@@ -35,9 +35,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-T = TypeVar("T")
+from feature_store.sqlite.connection import roll_back
 
 Write = Callable[[sqlite3.Connection], Any]
 
@@ -193,7 +193,7 @@ class GroupWriter:
             after = (True, None) if idle else self._in_savepoint(self._hooks.in_group)
             self._db.execute("COMMIT")
         except BaseException as exc:  # nothing of the group committed: every write fails
-            self._roll_back()
+            roll_back(self._db)
             for request in group:
                 request.ok, request.value = False, exc
             return
@@ -221,10 +221,3 @@ class GroupWriter:
         if level != self._synchronous:
             self._db.execute(f"PRAGMA synchronous = {level}")  # one of two fixed words
             self._synchronous = level
-
-    def _roll_back(self) -> None:
-        try:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # SQLite rolls back by itself after the errors that make ROLLBACK fail
