@@ -276,3 +276,35 @@ def test_a_failing_write_in_a_group_fails_alone(db_path: Path, raw: sqlite3.Conn
         assert "injected failure" in str(outcomes["bad"])
         logged = [e.event_id for e in store.customer_events("cust-1")]
         assert logged == ["e-0", "first", "good-1", "good-2"]
+
+
+def record_with_exposures(path: Path, worker: int, count: int, start: object) -> None:
+    """Run in a child: record `count` decisions of one customer, each with its exposure."""
+    with closing(open_store(path, busy_timeout=60.0)) as store:
+        start.wait(timeout=60)  # type: ignore[attr-defined]
+        for n in range(count):
+            decision_id = f"dec-{worker}-{n}"
+            store.record_decision(decision(decision_id), [exposure(decision_id, "cust-1")])
+
+
+def test_processes_recording_decisions_of_one_customer_lose_nothing(
+    db_path: Path, raw: sqlite3.Connection
+) -> None:
+    processes, per_process = 3, 40
+    open_store(db_path).close()
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes)
+    children = [
+        context.Process(target=record_with_exposures, args=(db_path, w, per_process, start))
+        for w in range(processes)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=300)
+
+    assert [child.exitcode for child in children] == [0] * processes
+    expected = {f"dec-{w}-{n}" for w in range(processes) for n in range(per_process)}
+    assert logged_ids(raw) == expected
+    exposures = {row[0] for row in raw.execute("SELECT event_id FROM events")}
+    assert exposures == {f"exposure:{d}:savings_plan" for d in expected}
