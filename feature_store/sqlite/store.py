@@ -381,6 +381,7 @@ class SQLiteStore(OnlineStore):
             # Checkpoints run in the writer's background thread, off the write path; this one
             # only if that thread falls far behind (64 MiB of log).
             "PRAGMA wal_autocheckpoint = 16384",
+            "PRAGMA journal_size_limit = 67108864",  # the log file shrinks back to 64 MiB
             # The profiles of a large batch stay in memory between batches (KiB, negative).
             f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}",
             # Some builds (this one's) default to ON; set it either way, so the setting holds.
