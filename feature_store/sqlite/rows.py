@@ -78,12 +78,34 @@ def log_decision(db: sqlite3.Connection, decision: Decision) -> bool:
     """Within the caller's write transaction: append to the decision log; False if the id
     is already logged (nothing written). A decision for a merged id is filed under its
     survivor, so reading and erasing the survivor's log finds it."""
+    return _insert_decision(db, decision, canonical(db, decision.customer_id))
+
+
+def log_decisions(db: sqlite3.Connection, decisions: Sequence[Decision]) -> int:
+    """Within the caller's write transaction: append `decisions` to the log, except those
+    already logged and those of erased customers (an erasure committed while they waited);
+    return how many were appended."""
+    states = customer_states(db, sorted({d.customer_id for d in decisions}))
+    appended = 0
+    for decision in decisions:
+        survivor, erased = states[decision.customer_id]
+        if not erased:
+            appended += _insert_decision(db, decision, survivor)
+    return appended
+
+
+def decision_logged(db: sqlite3.Connection, decision_id: str) -> bool:
+    query = "SELECT 1 FROM decisions WHERE decision_id = ?"
+    return db.execute(query, (decision_id,)).fetchone() is not None
+
+
+def _insert_decision(db: sqlite3.Connection, decision: Decision, customer_id: str) -> bool:
     inserted = db.execute(
         "INSERT INTO decisions (decision_id, customer_id, decided_at, body) "
         "VALUES (?, ?, ?, ?) ON CONFLICT (decision_id) DO NOTHING",
         (
             decision.decision_id,
-            canonical(db, decision.customer_id),
+            customer_id,
             decision.decided_at.isoformat(),
             decision.model_dump_json(),
         ),
@@ -98,7 +120,8 @@ def read_log(db: sqlite3.Connection, table: LogTable, after: int, limit: int) ->
     come from the same snapshot. Writers commit in `seq` order (one write lock), so a later
     commit never adds an entry below a `seq` already read.
 
-    Decisions commit without an fsync (`SQLiteStore.record_decision`): a power loss could take
+    Decisions commit without an fsync (the writer's groups of decisions, see
+    feature_store/sqlite/decisions.py): a power loss could take
     back a decision already read, and AUTOINCREMENT would then give its `seq` to a new one,
     which a reader past that `seq` would never see. So what is committed is made durable first:
     a checkpoint syncs the write-ahead log (this connection runs with synchronous=FULL).
@@ -149,14 +172,43 @@ def count_population(db: sqlite3.Connection, applied: list[Event]) -> None:
     )
 
 
-def logged_event_ids(db: sqlite3.Connection, customer_id: str, event_ids: list[str]) -> set[str]:
-    # json_each takes the ids as one parameter, so a batch of any size is one query.
-    rows = db.execute(
-        "SELECT event_id FROM events "
-        "WHERE customer_id = ? AND event_id IN (SELECT value FROM json_each(?))",
-        (customer_id, json.dumps(event_ids)),
+# Up to this many values are bound one by one (statements of these few shapes stay compiled in
+# the connection's cache); more go in one JSON parameter, unpacked by json_each.
+_FEW = 8
+
+
+def pairs_table(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """SQL for a two-column table of `pairs` (use as `WITH j(a, b) AS (<sql>)`), and its
+    parameters."""
+    if len(pairs) <= _FEW:
+        return "VALUES " + ", ".join(["(?, ?)"] * len(pairs)), [v for pair in pairs for v in pair]
+    return "SELECT value ->> 0, value ->> 1 FROM json_each(?)", [json.dumps(pairs)]
+
+
+def value_list(values: Sequence[str]) -> tuple[str, list[str]]:
+    """SQL for `IN <sql>` over `values`, and its parameters."""
+    if len(values) <= _FEW:
+        return "(" + ", ".join(["?"] * len(values)) + ")", list(values)
+    return "(SELECT value FROM json_each(?))", [json.dumps(values)]
+
+
+def customer_states(db: sqlite3.Connection, customer_ids: list[str]) -> dict[str, tuple[str, bool]]:
+    """For each of `customer_ids`: (its surviving id, whether it was erased), in one query.
+
+    An erasure records the digest of every id it erased, merged ones included, so an id's own
+    digest tells whether it was erased."""
+    table, parameters = pairs_table([(c, customer_digest(c)) for c in customer_ids])
+    found = db.execute(
+        f"WITH j (customer_id, digest) AS ({table}) "
+        "SELECT j.customer_id, a.customer_id, e.customer_digest IS NOT NULL FROM j "
+        "LEFT JOIN aliases AS a ON a.alias = j.customer_id "
+        "LEFT JOIN erasures AS e ON e.customer_digest = j.digest",
+        parameters,
     )
-    return {event_id for (event_id,) in rows}
+    return {
+        str(customer): (str(survivor or customer), bool(erased))
+        for customer, survivor, erased in found
+    }
 
 
 def canonical(db: sqlite3.Connection, customer_id: str) -> str:
@@ -171,17 +223,42 @@ def is_erased(db: sqlite3.Connection, customer_id: str) -> bool:
     return db.execute(query, (digest,)).fetchone() is not None
 
 
+def encode_profile(profile: Profile) -> str:
+    """The stored form of a profile. The one place to change it (with a migration)."""
+    return profile.model_dump_json()
+
+
+def decode_profile(body: str | bytes) -> Profile:
+    return Profile.model_validate_json(body)
+
+
 def read_profile(db: sqlite3.Connection, customer_id: str) -> Profile | None:
     row = db.execute("SELECT body FROM profiles WHERE customer_id = ?", (customer_id,)).fetchone()
-    return None if row is None else Profile.model_validate_json(row[0])
+    return None if row is None else decode_profile(row[0])
+
+
+def read_profiles(db: sqlite3.Connection, customer_ids: list[str]) -> dict[str, Profile]:
+    """The stored profiles of `customer_ids` (those that have one), in one query."""
+    ids, parameters = value_list(customer_ids)
+    found = db.execute(
+        f"SELECT customer_id, body FROM profiles WHERE customer_id IN {ids}",
+        parameters,
+    )
+    return {str(customer_id): decode_profile(body) for customer_id, body in found}
+
+
+_WRITE_PROFILE = (
+    "INSERT INTO profiles (customer_id, body) VALUES (?, ?) "
+    "ON CONFLICT (customer_id) DO UPDATE SET body = excluded.body"
+)
 
 
 def write_profile(db: sqlite3.Connection, profile: Profile) -> None:
-    db.execute(
-        "INSERT INTO profiles (customer_id, body) VALUES (?, ?) "
-        "ON CONFLICT (customer_id) DO UPDATE SET body = excluded.body",
-        (profile.customer_id, profile.model_dump_json()),
-    )
+    db.execute(_WRITE_PROFILE, (profile.customer_id, encode_profile(profile)))
+
+
+def write_profiles(db: sqlite3.Connection, profiles: list[Profile]) -> None:
+    db.executemany(_WRITE_PROFILE, [(p.customer_id, encode_profile(p)) for p in profiles])
 
 
 def resolve(db: sqlite3.Connection, identity: HashedIdentity) -> str | None:

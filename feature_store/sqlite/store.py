@@ -2,7 +2,7 @@
 
 Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`):
 
-* `profiles`: one JSON `Profile` per customer;
+* `profiles`: one `Profile` per customer (its stored form: `rows.encode_profile`);
 * `events`: the event log. `seq` is the acceptance order (AUTOINCREMENT, so a number is never
   reused after an erasure and can serve as an export cursor); (customer_id, event_id) is unique,
   which is the idempotence check: SQLite keeps every id, so there is no idempotence window here;
@@ -10,25 +10,31 @@ Tables (schema version `SCHEMA_VERSION`, kept in `PRAGMA user_version`):
   feature_store/sqlite/rows.py);
 * `population_counts`: how many folded events chose each channel, per population dimension.
 
-Concurrency: the file is in WAL mode, so readers never wait for the writer. Every write is one
-`BEGIN IMMEDIATE` transaction, which takes the file's write lock before reading anything: two
-writers of one customer run one after the other, the second folding into the first's committed
-profile, and a write can never fail half-way with SQLITE_BUSY_SNAPSHOT (a read transaction that
-finds the snapshot it read outdated when it tries to write). Each thread has its own connection.
-A store must be opened in the process that uses it (after any fork): SQLite connections must not
-cross a fork.
+Concurrency: the file is in WAL mode, so readers never wait for the writer; each thread reads
+on its own connection. Every write goes through the store's one writer
+(feature_store/sqlite/writer.py), which commits queued writes in groups, one `BEGIN IMMEDIATE`
+transaction (one fsync) per group, on one connection: threads of a process never fight for the
+write lock, they queue and share commits. Processes sharing the file each have their writer;
+SQLite's lock orders them (a writer waits up to `busy_timeout_seconds`). A write holds the
+file's write lock from its first read, so two writers of one customer run one after the other,
+the second folding into the first's committed profile. The writer's background thread
+checkpoints the write-ahead log and writes the decision log's pending entries (see
+`record_decision`). A store must be opened in the process that uses it (after any fork):
+SQLite connections and threads do not cross a fork.
+
+Erasure: `PRAGMA secure_delete` is on for the writer, so the pages an erasure frees are
+overwritten with zeros instead of keeping the customer's data in the file's free pages (the
+write-ahead log's copies are overwritten as the log is reused after checkpoints).
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,7 +42,6 @@ from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
-from engine.fold import FoldStatus, fold_in_place
 from engine.identity import HashedIdentity
 from engine.profile import Profile
 from feature_store.base import (
@@ -48,7 +53,17 @@ from feature_store.base import (
     OnlineStore,
 )
 from feature_store.errors import DuplicateDecision, StoreError, StoreUnavailable
-from feature_store.sqlite import rows
+from feature_store.sqlite import ingest, rows
+from feature_store.sqlite.connection import (
+    RETRY_AFTER_FAULT,
+    ThreadConnections,
+    connect,
+    enable_wal,
+    translated_errors,
+    write_transaction,
+)
+from feature_store.sqlite.decisions import PendingDecisions
+from feature_store.sqlite.writer import GroupStats, GroupWriter, WriterStopped
 
 SCHEMA_VERSION = 3  # 2: identities, aliases, erasures; 3: decision_order (the log's cursor)
 
@@ -82,15 +97,13 @@ _SCHEMA = (
     *rows.SCHEMA,
 )
 
-_APPEND_STATUS = {
-    FoldStatus.APPLIED: AppendStatus.ACCEPTED,
-    FoldStatus.DUPLICATE: AppendStatus.DUPLICATE,
-    FoldStatus.TOO_LATE: AppendStatus.TOO_LATE,
-}
+_WHAT = "SQLite store"
+# Readers: durable (a checkpoint run by read_log syncs), foreign keys checked.
+_READER_PRAGMAS = ("PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON")
 
-#: Retry-after hints, in seconds: a held lock clears quickly, a disk or file problem does not.
-_RETRY_AFTER_BUSY = 1.0
-_RETRY_AFTER_FAULT = 5.0
+_WRITER_CACHE_KIB = 32 * 1024
+
+T = TypeVar("T")
 
 
 class IncompatibleDatabase(StoreError):
@@ -98,7 +111,8 @@ class IncompatibleDatabase(StoreError):
 
 
 class SQLiteStoreConfig(BaseModel):
-    """Where the SQLite store lives and how long a write waits for another writer."""
+    """Where the SQLite store lives, how long a write waits for another process's writer, and
+    how much of the decision log a crash may lose."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -110,6 +124,18 @@ class SQLiteStoreConfig(BaseModel):
         description="How long a write waits for another writer's lock, in seconds, before "
         "the store reports itself unavailable.",
     )
+    decision_log_loss_window_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=1.0,
+        description="The decision log is written behind the response: on a crash, decisions "
+        "returned less than this many seconds before it may be missing from the log (their "
+        "exposures never are). At most 1 s.",
+    )
+    secure_delete: bool = Field(
+        True,
+        description="Overwrite deleted content (erasures) instead of leaving it in free pages.",
+    )
 
 
 class SQLiteStore(OnlineStore):
@@ -118,6 +144,12 @@ class SQLiteStore(OnlineStore):
     `population_prior()` is cached in the instance for `prior_ttl_seconds` (monotonic clock),
     because the decision path asks for it on every request and the shares change slowly; a
     TTL of 0 reads the counters on every call.
+
+    Durability: `apply_events`, `log_decision`, `link_identities` and `erase_customer` return
+    once committed and synced (synchronous=FULL). `record_decision` returns once the delivered
+    exposures are committed, without an fsync (a process crash loses nothing of them, a power
+    loss the last few); a decision without exposures is logged behind the response, within
+    `decision_log_loss_window_seconds` (see `record_decision`).
     """
 
     def __init__(
@@ -130,47 +162,36 @@ class SQLiteStore(OnlineStore):
         super().__init__(config)
         self.sqlite_config = sqlite_config
         self.prior_ttl_seconds = prior_ttl_seconds
-        self._local = threading.local()
-        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
-        self._connections_lock = threading.Lock()
-        self._closed = False
+        self._readers = ThreadConnections(
+            sqlite_config.path,
+            busy_timeout_seconds=sqlite_config.busy_timeout_seconds,
+            pragmas=_READER_PRAGMAS,
+            what=f"the {_WHAT}",
+        )
+        self._pending = PendingDecisions(sqlite_config.decision_log_loss_window_seconds)
+        self._writer: GroupWriter | None = None
         # (monotonic expiry, prior), replaced in one assignment so readers never see half of it.
         self._prior: tuple[float, ChannelPrior] | None = None
         try:
-            with _translated_errors():
+            with translated_errors(_WHAT):
                 self._prepare_file()
+                self._writer = self._open_writer()
         except BaseException:
             self.close()
             raise
 
-    # -- OnlineStore ---------------------------------------------------------------------------
+    # -- OnlineStore: reads --------------------------------------------------------------------
 
     def read_profile(self, customer_id: str) -> Profile | None:
-        with _translated_errors():
+        with translated_errors(_WHAT):
             db = self._connection()
             profile = rows.read_profile(db, customer_id)
             if profile is None and (survivor := rows.canonical(db, customer_id)) != customer_id:
                 profile = rows.read_profile(db, survivor)
             return profile
 
-    def apply_events(self, events: Sequence[Event]) -> list[AppendStatus]:
-        """See `OnlineStore.apply_events`. One transaction per customer, in order of first
-        appearance; if a later customer's transaction fails, earlier customers stay committed
-        and a retry of the whole batch reports their events DUPLICATE.
-        """
-        positions: dict[str, list[int]] = {}
-        for position, event in enumerate(events):
-            positions.setdefault(event.customer_id, []).append(position)
-        statuses: dict[int, AppendStatus] = {}
-        with _translated_errors():
-            for customer_id, customer_positions in positions.items():
-                customer_events = [events[position] for position in customer_positions]
-                customer_statuses = self._apply_customer_events(customer_id, customer_events)
-                statuses.update(zip(customer_positions, customer_statuses, strict=True))
-        return [statuses[position] for position in range(len(events))]
-
     def customer_events(self, customer_id: str) -> list[Event]:
-        with _translated_errors():
+        with translated_errors(_WHAT):
             db = self._connection()
             bodies = db.execute(
                 "SELECT body FROM events WHERE customer_id = ? ORDER BY seq",
@@ -178,20 +199,20 @@ class SQLiteStore(OnlineStore):
             )
             return [Event.model_validate_json(body) for (body,) in bodies]
 
-    def log_decision(self, decision: Decision) -> None:
-        with _translated_errors(), self._write_transaction() as db:
-            logged = rows.log_decision(db, decision)
-        if not logged:
-            raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
-
     def read_decision(self, decision_id: str) -> Decision | None:
-        with _translated_errors():
+        """A logged decision, or one recorded in this process and not yet written."""
+        pending = self._pending.get(decision_id)
+        if pending is not None:
+            return pending
+        with translated_errors(_WHAT):
             row = (
                 self._connection()
                 .execute("SELECT body FROM decisions WHERE decision_id = ?", (decision_id,))
                 .fetchone()
             )
-        return None if row is None else Decision.model_validate_json(row[0])
+        if row is None:  # it may have been written between the two looks
+            return self._pending.get(decision_id)
+        return Decision.model_validate_json(row[0])
 
     def population_prior(self) -> ChannelPrior:
         now = time.monotonic()
@@ -199,211 +220,187 @@ class SQLiteStore(OnlineStore):
         if cached is not None and now < cached[0]:
             return cached[1]
         # Two threads may both refresh after expiry; both compute the same prior, so no lock.
-        with _translated_errors():
-            rows = self._connection().execute(
+        with translated_errors(_WHAT):
+            found = self._connection().execute(
                 "SELECT dimension, channel, count FROM population_counts"
             )
             counts: dict[str, dict[str, float]] = {}
-            for dimension, channel, count in rows:
+            for dimension, channel, count in found:
                 counts.setdefault(dimension, {})[channel] = float(count)
         prior = ChannelPrior.from_counts(counts)
         self._prior = (now + self.prior_ttl_seconds, prior)
         return prior
 
     def resolve_identity(self, identity: HashedIdentity) -> str | None:
-        with _translated_errors():
+        with translated_errors(_WHAT):
             return rows.resolve(self._connection(), identity)
 
-    def link_identities(
-        self, identities: Sequence[HashedIdentity], customer_id: str | None, *, at: datetime
-    ) -> IdentityLink:
-        with _translated_errors(), self._write_transaction() as db:
-            return rows.link(db, identities, customer_id, at=at, config=self.config)
-
     def export_customer(self, customer_id: str) -> CustomerExport | None:
-        with _translated_errors():
+        self._write(None, durable=False)  # pending decisions are held too
+        with translated_errors(_WHAT):
             db = self._connection()
             if rows.is_erased(db, customer_id):
                 return None
             return rows.export(db, customer_id)
 
-    def erase_customer(self, customer_id: str) -> bool:
-        with _translated_errors(), self._write_transaction() as db:
-            return rows.erase(db, customer_id, at=datetime.now(UTC))
-
     def read_log(self, table: LogTable, after: int, limit: int) -> LogPage:
-        with _translated_errors():
+        if table == "decisions" and len(self._pending):
+            self._write(None, durable=False)  # give the pending entries their seq
+        with translated_errors(_WHAT):
             return rows.read_log(self._connection(), table, after, limit)
 
     def erased_digests(self) -> set[str]:
-        with _translated_errors():
+        with translated_errors(_WHAT):
             return rows.erased_digests(self._connection())
 
     def ping(self) -> None:
         # Takes a read lock and reads the schema page: a lost disk or a held lock shows here.
-        with _translated_errors():
+        with translated_errors(_WHAT):
             self._connection().execute("SELECT count(*) FROM sqlite_schema").fetchone()
 
-    def close(self) -> None:
-        """Close every thread's connection. Later calls raise `StoreUnavailable`."""
-        with self._connections_lock:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for _, connection in connections:
-            connection.close()
+    # -- OnlineStore: writes -------------------------------------------------------------------
 
-    # -- writes --------------------------------------------------------------------------------
-
-    def record_decision(self, decision: Decision, delivered: Sequence[Event]) -> None:
-        """The decision and its delivered actions in one transaction, committed without an
-        fsync (synchronous=NORMAL): the decision path holds the write lock ~1.7 ms less. A
-        process crash loses nothing (WAL); a power loss can lose the last few decisions and
-        their exposures, never an event a touchpoint sent (those commits stay FULL)."""
-        with _translated_errors(), self._relaxed_sync(), self._write_transaction() as db:
-            if not rows.log_decision(db, decision):
-                raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
-            if delivered:
-                self._apply_in(db, decision.customer_id, list(delivered))
-
-    def _apply_customer_events(self, customer_id: str, events: list[Event]) -> list[AppendStatus]:
-        with self._write_transaction() as db:
-            return self._apply_in(db, customer_id, events)
-
-    def _apply_in(
-        self, db: sqlite3.Connection, customer_id: str, events: list[Event]
-    ) -> list[AppendStatus]:
-        """Log and fold one customer's events inside the caller's write transaction."""
-        bodies = [event.model_dump_json() for event in events]
-        statuses = [AppendStatus.DUPLICATE] * len(events)
-        if rows.is_erased(db, customer_id):
-            return [AppendStatus.ERASED] * len(events)
-        survivor = rows.canonical(db, customer_id)
-        if survivor != customer_id:  # merged into another customer: theirs now
-            events = [e.model_copy(update={"customer_id": survivor}) for e in events]
-            bodies = [event.model_dump_json() for event in events]
-            customer_id = survivor
-        known = rows.logged_event_ids(db, customer_id, [event.event_id for event in events])
-        # A repeated id inside the batch is folded once: the fold's own check keys on
-        # (occurred_at, id) and would apply a resent event whose time differs.
-        fresh: list[int] = []
-        for position, event in enumerate(events):
-            if event.event_id not in known:
-                known.add(event.event_id)
-                fresh.append(position)
-        if not fresh:
-            return statuses
-        # The profile was just decoded, so it is folded in place (no defensive copy).
-        # Every id was checked against the log above, so even very late events are new.
-        profile, fold_statuses = fold_in_place(
-            rows.read_profile(db, customer_id),
-            customer_id,
-            [events[p] for p in fresh],
-            self.config,
-            known_new=True,
+    def apply_events(self, events: Sequence[Event]) -> list[AppendStatus]:
+        """See `OnlineStore.apply_events`. The batch is one write: all of it or nothing, in the
+        writer's group transaction, with one query per kind of lookup for the whole batch
+        (feature_store/sqlite/ingest.py)."""
+        if not events:
+            return []
+        batch = ingest.prepare(events)  # encoding, outside the write lock
+        statuses: list[AppendStatus] = self._write(
+            lambda db: ingest.apply_batch(db, batch, self.config), durable=True
         )
-        for position, fold_status in zip(fresh, fold_statuses, strict=True):
-            statuses[position] = _APPEND_STATUS[fold_status]
-        applied = [events[p] for p in fresh if statuses[p] is AppendStatus.ACCEPTED]
-        # TOO_LATE events are logged though not folded; the fold's DUPLICATEs are not.
-        logged = [p for p in fresh if statuses[p] is not AppendStatus.DUPLICATE]
-        if applied:
-            rows.write_profile(db, profile)
-        db.executemany(
-            "INSERT INTO events (customer_id, event_id, occurred_at_us, status, body) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [
-                (
-                    customer_id,
-                    events[p].event_id,
-                    rows.microseconds(events[p].occurred_at),
-                    statuses[p].value,
-                    bodies[p],
-                )
-                for p in logged
-            ],
-        )
-        rows.count_population(db, applied)
         return statuses
 
-    @contextmanager
-    def _relaxed_sync(self) -> Iterator[None]:
-        connection = self._connection()
-        connection.execute("PRAGMA synchronous = NORMAL")
-        try:
-            yield
-        finally:
-            connection.execute("PRAGMA synchronous = FULL")
+    def log_decision(self, decision: Decision) -> None:
+        """Append to the decision log, committed and synced before it returns."""
+        if self._pending.get(decision.decision_id) is not None:
+            raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
+        if not self._write(lambda db: rows.log_decision(db, decision), durable=True):
+            raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
 
-    @contextmanager
-    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: committed if the block returns, rolled back if it raises."""
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            self._roll_back(connection)
-            raise
+    def record_decision(self, decision: Decision, delivered: Sequence[Event]) -> None:
+        """Log `decision` and apply `delivered`, its exposures, which are committed (without an
+        fsync) before this returns: they count toward caps for every later read, in any process.
 
-    def _roll_back(self, connection: sqlite3.Connection) -> None:
-        if not connection.in_transaction:
+        With exposures, the log entry is written in the same transaction (the caller waits for
+        that commit anyway, and a second write would cost more). Without any, the entry is
+        written behind the response: the writer commits it within about half of
+        `decision_log_loss_window_seconds`, in whatever group it commits next or in one of its
+        own (feature_store/sqlite/decisions.py); until then `read_decision` in this process
+        returns it, so an outcome for it is accepted at once. A crash (even kill -9) loses at
+        most the entries recorded in the last window. If the writer has fallen behind by more
+        than the window (the file locked by another process), this waits for it, and raises
+        `StoreUnavailable` if it cannot write.
+
+        Raises DuplicateDecision for an id already logged or pending, and then applies nothing.
+        Two callers recording one id at the same moment without exposures (ids are random, so
+        only by a bug) may both succeed; the log keeps the first.
+        """
+        if self._pending.get(decision.decision_id) is not None:
+            raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
+        if delivered:
+            batch = ingest.prepare(delivered)
+            self._write(lambda db: self._record_in(db, decision, batch), durable=False)
             return
-        try:
-            connection.execute("ROLLBACK")
-        except sqlite3.Error:
-            # A connection that cannot roll back is in an unknown state: closing it makes
-            # SQLite discard the transaction, and this thread reconnects on its next call.
-            self._local.connection = None
-            connection.close()
+        if self._logged(decision) or not self._pending.add(decision):
+            raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
+        if self._pending.behind():
+            self._write(None, durable=False)
 
-    # -- connections and schema ----------------------------------------------------------------
+    def _record_in(
+        self, db: sqlite3.Connection, decision: Decision, exposures: ingest.PreparedBatch
+    ) -> None:
+        statuses = ingest.apply_batch(db, exposures, self.config)
+        if all(status is AppendStatus.ERASED for status in statuses):
+            return  # erased while it was decided: nothing of it is kept
+        if not rows.log_decision(db, decision):  # raising rolls the exposures back too
+            raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
+
+    def link_identities(
+        self, identities: Sequence[HashedIdentity], customer_id: str | None, *, at: datetime
+    ) -> IdentityLink:
+        link: IdentityLink = self._write(
+            lambda db: rows.link(db, identities, customer_id, at=at, config=self.config),
+            durable=True,
+        )
+        return link
+
+    def erase_customer(self, customer_id: str) -> bool:
+        """See `OnlineStore.erase_customer`. Decisions of the customer still pending are written
+        first in the same transaction (so erased with the rest); any recorded later is dropped
+        when written (`rows.log_decisions` skips erased customers)."""
+        erased: bool = self._write(
+            lambda db: rows.erase(db, customer_id, at=datetime.now(UTC)), durable=True
+        )
+        return erased
+
+    def close(self) -> None:
+        """Write the pending decisions, stop the writer and close every connection. Later calls
+        raise `StoreUnavailable`."""
+        if self._writer is not None:
+            self._writer.stop()
+        self._readers.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    @property
+    def group_stats(self) -> GroupStats:
+        """How the writer grouped writes so far (groups, requests, largest group)."""
+        return self._writer.stats if self._writer is not None else GroupStats()
+
+    @property
+    def _connections(self) -> list[tuple[Any, sqlite3.Connection]]:
+        """The reader connections open now, with their threads."""
+        return self._readers.open_connections
 
     def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._connect()
-            self._local.connection = connection
-        elif self._closed:
-            raise StoreUnavailable("the SQLite store is closed", retry_after=_RETRY_AFTER_FAULT)
-        return connection
+        """The calling thread's reader connection."""
+        return self._readers.connection()
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.sqlite_config.path,
-            timeout=self.sqlite_config.busy_timeout_seconds,  # SQLite's busy timeout
-            isolation_level=None,  # transactions are begun explicitly (BEGIN IMMEDIATE)
-            check_same_thread=False,  # one thread uses it; others only close it (see below)
-        )
+    def _logged(self, decision: Decision) -> bool:
+        with translated_errors(_WHAT):
+            return rows.decision_logged(self._connection(), decision.decision_id)
+
+    def _write(self, write: Callable[[sqlite3.Connection], T] | None, *, durable: bool) -> T:
+        """Run `write` in the writer's next group and wait for it to commit (None: a group of
+        the pending decisions alone)."""
+        if self._writer is None or self._readers.closed:
+            raise StoreUnavailable(f"the {_WHAT} is closed", retry_after=RETRY_AFTER_FAULT)
         try:
-            # Durable: a commit is on disk before apply_events returns (WAL is synced on commit).
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
+            with translated_errors(_WHAT):
+                result: T = self._writer.run(write, durable=durable)
+        except WriterStopped as exc:
+            raise StoreUnavailable(f"the {_WHAT} is closed", retry_after=RETRY_AFTER_FAULT) from exc
+        return result
+
+    def _open_writer(self) -> GroupWriter:
+        config = self.sqlite_config
+        pragmas = [
+            "PRAGMA foreign_keys = ON",
+            # Checkpoints run in the writer's background thread, off the write path; this one
+            # only if that thread falls far behind (64 MiB of log).
+            "PRAGMA wal_autocheckpoint = 16384",
+            "PRAGMA journal_size_limit = 67108864",  # the log file shrinks back to 64 MiB
+            # The profiles of a large batch stay in memory between batches (KiB, negative).
+            f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}",
+            # Some builds (this one's) default to ON; set it either way, so the setting holds.
+            f"PRAGMA secure_delete = {'ON' if config.secure_delete else 'OFF'}",
+        ]
+        timeout = config.busy_timeout_seconds
+        writer = connect(config.path, busy_timeout_seconds=timeout, pragmas=pragmas)
+        try:
+            checkpointer = connect(config.path, busy_timeout_seconds=0, pragmas=())
         except BaseException:
-            connection.close()
+            writer.close()
             raise
-        current = threading.current_thread()
-        with self._connections_lock:
-            if self._closed:
-                connection.close()
-                raise StoreUnavailable("the SQLite store is closed", retry_after=_RETRY_AFTER_FAULT)
-            # Connections of threads that have ended would otherwise stay open until close().
-            ended = [entry for entry in self._connections if not entry[0].is_alive()]
-            self._connections = [entry for entry in self._connections if entry[0].is_alive()]
-            self._connections.append((current, connection))
-        for _, stale in ended:
-            stale.close()
-        return connection
+        return GroupWriter(writer, self._pending, checkpointer=checkpointer)
 
     def _prepare_file(self) -> None:
         """Switch the file to WAL and create or check the schema; safe to race with others."""
         connection = self._connection()
-        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
-        if mode != "wal":
-            raise IncompatibleDatabase(
-                f"{self.sqlite_config.path}: SQLite cannot use WAL here (journal mode {mode!r})"
-            )
-        with self._write_transaction() as db:
+        enable_wal(connection, self.sqlite_config.path, IncompatibleDatabase)
+        with write_transaction(connection) as db:
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
                 raise IncompatibleDatabase(
@@ -414,18 +411,3 @@ class SQLiteStore(OnlineStore):
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-@contextmanager
-def _translated_errors() -> Iterator[None]:
-    """Raise SQLite's errors as store errors, so callers never handle `sqlite3` themselves."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        busy = exc.sqlite_errorname in ("SQLITE_BUSY", "SQLITE_LOCKED")
-        raise StoreUnavailable(
-            f"SQLite store unavailable: {exc}",
-            retry_after=_RETRY_AFTER_BUSY if busy else _RETRY_AFTER_FAULT,
-        ) from exc
-    except sqlite3.Error as exc:
-        raise StoreError(f"SQLite store error: {exc}") from exc

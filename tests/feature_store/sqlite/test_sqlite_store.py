@@ -332,3 +332,29 @@ def test_an_unsupported_url_is_refused_without_echoing_secrets(url: str, message
         open_store(url, CONFIG)
 
     assert "s3cret" not in str(refused.value)
+
+
+# -- erasure leaves nothing in the file --------------------------------------------------------
+
+
+@pytest.mark.parametrize("secure_delete", [True, False])
+def test_an_erased_customer_leaves_no_trace_in_the_files_free_pages(
+    db_path: Path, secure_delete: bool
+) -> None:
+    marker = "cust-Zq8xMarker"
+    config = SQLiteStoreConfig(path=db_path, secure_delete=secure_delete)
+    with closing(SQLiteStore(CONFIG, config)) as store:
+        store.apply_events([withdrawal("e-other", customer_id="someone-else")])
+        events = [
+            withdrawal(f"e-{n}", customer_id=marker, at=T0 + timedelta(hours=n)) for n in range(200)
+        ]
+        store.apply_events(events)
+        store.record_decision(decision("dec-1", customer_id=marker), [])
+        assert store.erase_customer(marker)
+        with closing(sqlite3.connect(db_path)) as raw:  # the WAL copied in and emptied
+            assert raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+
+        found = marker.encode() in db_path.read_bytes()
+
+    # Without secure_delete the freed pages keep the customer: this is what the setting is for.
+    assert found is not secure_delete
