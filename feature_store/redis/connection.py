@@ -9,8 +9,9 @@ a `StoreError`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -19,6 +20,7 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from feature_store.errors import StoreError, StoreUnavailable, UnsupportedStoreUrl
@@ -79,6 +81,66 @@ def translated_errors() -> Iterator[None]:
         ) from exc
     except redis.exceptions.RedisError as exc:
         raise StoreError(f"Redis store error: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One script to run in a pipeline: `EVALSHA` of `script` on `keys` (one slot) and `args`."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[str | bytes | int]
+
+
+#: A plain command in a pipeline, e.g. ("SET", key, value, "NX", "EX", 60).
+Command = tuple[str | bytes | int, ...]
+
+
+def pipelined(client: RedisClient, calls: Sequence[ScriptCall | Command]) -> list[Any]:
+    """The replies of `calls`, sent in one pipelined round trip (one per node on a cluster,
+    in parallel), in order. Scripts go as `EVALSHA` only: a server that lost its script cache
+    (a restart, a failover) answers NOSCRIPT to those, which are then loaded and sent again,
+    alone (the others ran: sending them twice could apply them twice). Any other error reply
+    is raised, translated, once every reply is in.
+
+    redis-py's own script handling in pipelines would ask `SCRIPT EXISTS` first, a round trip
+    per pipeline; this pays it only when a script is actually missing."""
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for _ in range(3):
+        with translated_errors():
+            pipe = client.pipeline(transaction=False)
+            for index in todo:
+                call = calls[index]
+                if isinstance(call, ScriptCall):
+                    pipe.execute_command(
+                        "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+                    )
+                else:
+                    pipe.execute_command(*call)
+            answers = pipe.execute(raise_on_error=False)
+        missing: list[int] = []
+        failure: Exception | None = None
+        for index, answer in zip(todo, answers, strict=True):
+            if isinstance(answer, redis.exceptions.NoScriptError):
+                missing.append(index)
+            elif isinstance(answer, Exception):
+                failure = failure or answer
+            else:
+                replies[index] = answer
+        if failure is not None:
+            with translated_errors():
+                raise failure
+        if not missing:
+            return replies
+        with translated_errors():
+            scripts = {
+                id(c.script): c.script for i in missing if isinstance(c := calls[i], ScriptCall)
+            }
+            for script in scripts.values():
+                script.sha = client.script_load(script.script)
+        todo = missing
+    raise StoreError("Redis kept losing the store's scripts")
 
 
 class RedisSideConfig(BaseModel):

@@ -12,11 +12,11 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from feature_store.base import AppendStatus
 from feature_store.keys import CLUSTER_SLOTS, cluster_slot, slot_tag
 from feature_store.redis.codec import (
     encode_document,
 )
+from feature_store.redis.ingest import RedisIngest
 from feature_store.redis.store import RedisStore
 from tests.feature_store.contract import (
     ACCEPTED,
@@ -64,8 +64,15 @@ def test_an_event_is_in_the_log_once_committed_whatever_happens_to_the_writer_af
 class _DyingAfterCommit(RedisStore):
     def __init__(self, target: Target) -> None:
         super().__init__(CONFIG, target.config(), prior_ttl_seconds=0.0)
+        self._ingest = _DyingIngest(self._ingest)
 
-    def _after_commit(self, *args: Any) -> list[AppendStatus]:
+
+class _DyingIngest(RedisIngest):
+    def __init__(self, ingest: RedisIngest) -> None:
+        super().__init__(ingest.access, ingest.identities, ingest.privacy)
+
+    def commit(self, *args: Any) -> list[bool]:
+        super().commit(*args)
         raise _WriterDied
 
 
