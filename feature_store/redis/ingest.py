@@ -123,8 +123,9 @@ class RedisIngest:
         self.privacy = privacy
         self._rng = random.Random()
 
-    def apply(self, events: Sequence[Event]) -> list[AppendStatus]:
-        """See `OnlineStore.apply_events`."""
+    def apply(self, events: Sequence[Event], *, count: bool = True) -> list[AppendStatus]:
+        """See `OnlineStore.apply_events`. `count`: whether to add the events folded to the
+        population counters (False when the caller has counted them already)."""
         batches: dict[str, CustomerBatch] = {}
         for position, event in enumerate(events):
             batch = batches.get(event.customer_id)
@@ -135,44 +136,49 @@ class RedisIngest:
             # Serialised once, outside the retry loop, to keep each round short.
             batch.entries.append(encode_log_entry(event))
         statuses: list[AppendStatus | None] = [None] * len(events)
-        applied: list[Event] = []
+        done: list[tuple[CustomerBatch, Update]] = []
+        created: list[tuple[CustomerBatch, Update]] = []
         try:
-            self._apply_batches(list(batches.values()), statuses, applied)
+            self._apply_batches(list(batches.values()), done, created)
         finally:
-            self.count_population(applied)
+            # Even if a later round failed: what was committed is counted and checked.
+            done += self._after_commits(created, done, count=count)
+        for batch, update in done:
+            for position, status in zip(batch.positions, update.statuses, strict=True):
+                statuses[position] = status
         return [status or AppendStatus.DUPLICATE for status in statuses]
 
     def _apply_batches(
         self,
         todo: list[CustomerBatch],
-        statuses: list[AppendStatus | None],
-        applied: list[Event],
+        done: list[tuple[CustomerBatch, Update]],
+        created: list[tuple[CustomerBatch, Update]],
     ) -> None:
-        conflicts = 0
+        """Rounds of `attempt` until every customer is done (into `done`, or `created` for
+        those whose commit created their profile), or `max_commit_attempts` rounds."""
+        rounds = 0
         while todo:
-            if conflicts >= self.access.redis_config.max_commit_attempts:
+            if rounds >= self.access.redis_config.max_commit_attempts:
                 raise StoreUnavailable(
                     "too many concurrent updates of one customer; retry later",
                     retry_after=_RETRY_AFTER_CONTENTION,
                 )
-            results, losers = self.attempt(todo)
-            for batch, update in results:
-                for position, status in zip(batch.positions, update.statuses, strict=True):
-                    statuses[position] = status
-                applied += update.applied
-            todo = losers
+            todo = self.attempt(todo, done, created)
             if todo:
-                delay = min(_CONFLICT_BACKOFF_CAP, _CONFLICT_BACKOFF_BASE * 2**conflicts)
+                delay = min(_CONFLICT_BACKOFF_CAP, _CONFLICT_BACKOFF_BASE * 2**rounds)
                 time.sleep(self._rng.uniform(0, delay))
-                conflicts += 1
+                rounds += 1
 
     def attempt(
-        self, batches: list[CustomerBatch]
-    ) -> tuple[list[tuple[CustomerBatch, Update]], list[CustomerBatch]]:
-        """One read-fold-commit round of `batches`: the customers done, with what their update
-        did, and those to try again (a conflict, an alias followed or a merge settled)."""
+        self,
+        batches: list[CustomerBatch],
+        done: list[tuple[CustomerBatch, Update]],
+        created: list[tuple[CustomerBatch, Update]],
+    ) -> list[CustomerBatch]:
+        """One read-fold-commit round of `batches`: adds the customers done, with what their
+        update did, to `done` (or `created`, if their commit created their profile); returns
+        those to try again (a conflict, an alias followed or a merge settled)."""
         stored = self.read([(batch.customer_id, batch.event_ids) for batch in batches])
-        done: list[tuple[CustomerBatch, Update]] = []
         again: list[CustomerBatch] = []
         fresh = [b for b, s in zip(batches, stored, strict=True) if _is_new(s)]
         erased = self._erased({b.customer_id for b in fresh})
@@ -196,7 +202,6 @@ class RedisIngest:
                 else:
                     done.append((batch, update))
         committed = self.commit([(b, s.profile, u) for b, s, u in commits])
-        created: list[tuple[CustomerBatch, Update]] = []
         for (batch, state, update), ok in zip(commits, committed, strict=True):
             if not ok:
                 again.append(batch)
@@ -204,8 +209,7 @@ class RedisIngest:
                 created.append((batch, update))
             else:
                 done.append((batch, update))
-        done += self._erased_meanwhile(created)
-        return done, again
+        return again
 
     def read(self, wanted: Sequence[tuple[str, list[str]]]) -> list[Stored]:
         """`READ_FOR_UPDATE` of each (customer, event ids), in one pipelined round trip."""
@@ -233,32 +237,35 @@ class RedisIngest:
         pipelined round trip; True for each customer committed."""
         if not updates:
             return []
-        script = self.access.script("COMMIT")
-        config = self.access.redis_config
-        window_ms = max(1, round(config.dedup_window_seconds * 1000))
-        calls: list[ScriptCall | Command] = []
-        for batch, stored, update in updates:
-            keys = self.keys.customer(batch.customer_id)
-            shard = self.keys.customer_log_shard(batch.customer_id)
-            profile = (
-                b""
-                if update.profile is None
-                else encode_profile(update.profile, config.compress_min_bytes)
-            )
-            args: list[str | bytes | int] = [
-                profile_version(stored),
-                profile,
-                window_ms,
-                config.event_log_cap,
-                batch.customer_id,
-            ]
-            for position in update.logged:
-                event_id = batch.events[position].event_id
-                args += [event_id, batch.entries[position], update.statuses[position].value]
-            script_keys = [keys.profile, keys.events, keys.dedup, keys.alias, keys.pending]
-            script_keys += [keys.event_log, shard.events, shard.counters]
-            calls.append(ScriptCall(script, script_keys, args))
+        calls: list[ScriptCall | Command] = [
+            self.commit_call(batch, stored, update) for batch, stored, update in updates
+        ]
         return [bool(reply) for reply in pipelined(self.access.client(), calls)]
+
+    def commit_call(self, batch: CustomerBatch, stored: bytes | None, update: Update) -> ScriptCall:
+        """The `COMMIT` of one customer's update, folded from the profile `stored`."""
+        config = self.access.redis_config
+        keys = self.keys.customer(batch.customer_id)
+        shard = self.keys.customer_log_shard(batch.customer_id)
+        profile = (
+            b""
+            if update.profile is None
+            else encode_profile(update.profile, config.compress_min_bytes)
+        )
+        args: list[str | bytes | int] = [
+            profile_version(stored),
+            profile,
+            max(1, round(config.dedup_window_seconds * 1000)),
+            config.event_log_cap,
+            batch.customer_id,
+        ]
+        entries = batch.entries or [encode_log_entry(event) for event in batch.events]
+        for position in update.logged:
+            event_id = batch.events[position].event_id
+            args += [event_id, entries[position], update.statuses[position].value]
+        script_keys = [keys.profile, keys.events, keys.dedup, keys.alias, keys.pending]
+        script_keys += [keys.event_log, shard.events, shard.counters]
+        return ScriptCall(self.access.script("COMMIT"), script_keys, args)
 
     def _erased(self, customers: set[str]) -> set[str]:
         """Those of `customers` in the erasure records (one pipelined round trip, if any)."""
@@ -272,35 +279,58 @@ class RedisIngest:
         replies = pipelined(self.access.client(), calls)
         return {customer for customer, found in zip(ordered, replies, strict=True) if found}
 
-    def _erased_meanwhile(
-        self, created: list[tuple[CustomerBatch, Update]]
+    def _after_commits(
+        self,
+        created: list[tuple[CustomerBatch, Update]],
+        done: list[tuple[CustomerBatch, Update]],
+        *,
+        count: bool,
     ) -> list[tuple[CustomerBatch, Update]]:
-        # A customer erased between this writer's check and its commit: the one window an
-        # erasure cannot close by itself (feature_store.redis.privacy), so erase it again.
-        erased = self._erased({batch.customer_id for batch, _ in created})
+        """One round trip after the commits: check the erasure records again for the customers
+        whose profile the batch created, and add what `done` and `created` folded to the
+        population counters (if `count`). Returns `created`, with ERASED for the customers
+        erased meanwhile (erased again: the one window an erasure cannot close by itself, see
+        `feature_store.redis.privacy`). A customer erased meanwhile is counted in the
+        population all the same: the counters are approximate (`feature_store.redis.store`)."""
+        ordered = [batch.customer_id for batch, _ in created]
+        calls: list[ScriptCall | Command] = []
+        for customer in ordered:
+            digest = customer_digest(customer)
+            calls.append(("HEXISTS", self.keys.erasures(digest), digest))
+        folded = [event for _, update in [*done, *created] for event in update.applied]
+        counts = population_counts(folded) if count else Counter()
+        if counts:
+            calls.append(self.population_call(counts))
+        try:
+            replies = pipelined(self.access.client(), calls) if calls else []
+        except StoreError:
+            if not created:
+                # The events are committed: reporting a failure would make the client resend
+                # them only to hear DUPLICATE. The counters are approximate by design.
+                logger.warning("population counters not updated", exc_info=True)
+                return []
+            raise
         results = []
-        for batch, update in created:
-            if batch.customer_id in erased:
+        for (batch, update), erased in zip(created, replies, strict=False):
+            if erased:
                 self.privacy.erase(batch.customer_id)
                 update = Update([AppendStatus.ERASED] * len(update.statuses), None, [], [])
             results.append((batch, update))
         return results
 
-    def count_population(self, applied: list[Event]) -> None:
-        counts = Counter(
-            population_field(dimension, channel)
-            for event in applied
-            for dimension, channel in population_dimensions(event)
-        )
-        if not counts:
-            return
-        args: list[str | int] = [item for pair in sorted(counts.items()) for item in pair]
-        try:
-            self.access.run("COUNT_POPULATION", [self.keys.population()], args)
-        except StoreError:
-            # The events are committed: reporting a failure would make the client resend them
-            # only to hear DUPLICATE. The counters are approximate by design.
-            logger.warning("population counters not updated", exc_info=True)
+    def population_call(self, counts: Counter[str]) -> ScriptCall:
+        """`COUNT_POPULATION` of counter increments (field -> increment)."""
+        args: list[str | bytes | int] = [item for pair in sorted(counts.items()) for item in pair]
+        script = self.access.script("COUNT_POPULATION")
+        return ScriptCall(script, [self.keys.population()], args)
+
+
+def population_counts(applied: list[Event]) -> Counter[str]:
+    return Counter(
+        population_field(dimension, channel)
+        for event in applied
+        for dimension, channel in population_dimensions(event)
+    )
 
 
 def _is_new(stored: Stored) -> bool:

@@ -71,7 +71,7 @@ from feature_store.base import (
     LogTable,
     OnlineStore,
 )
-from feature_store.errors import DuplicateDecision, StoreUnavailable
+from feature_store.errors import StoreUnavailable
 from feature_store.keys import (
     KeyLayout,
     split_population_field,
@@ -82,7 +82,6 @@ from feature_store.redis.codec import (
     decode_document,
     decode_log_entry,
     decode_profile,
-    encode_document,
 )
 from feature_store.redis.config import RedisStoreConfig
 from feature_store.redis.connection import (
@@ -91,6 +90,7 @@ from feature_store.redis.connection import (
     connect,
     translated_errors,
 )
+from feature_store.redis.decisions import ProfileReads, RedisDecisions
 from feature_store.redis.identity import RedisAccess, RedisIdentities
 from feature_store.redis.ingest import RedisIngest
 from feature_store.redis.log import RedisLog
@@ -129,16 +129,25 @@ class RedisStore(OnlineStore):
         self._privacy = RedisPrivacy(access, self._identities)
         self._log = RedisLog(access)
         self._ingest = RedisIngest(access, self._identities, self._privacy)
+        self._reads = ProfileReads()
+        self._decisions = RedisDecisions(
+            access, self._log, self._ingest, self._privacy, self._reads
+        )
 
     # -- OnlineStore ---------------------------------------------------------------------------
 
     def read_profile(self, customer_id: str) -> Profile | None:
+        """One round trip: the profile and the alias (a merged customer's survivor), one MGET
+        of the customer's slot. The bytes read are remembered for `record_decision`."""
+        keys = self.keys.customer(customer_id)
         with translated_errors():
-            stored = self._redis().get(self.keys.customer(customer_id).profile)
-        if stored is None:  # only then, one more read: was the customer merged into another?
+            stored, alias = self._redis().mget(keys.profile, keys.alias)
+        if stored is None and alias is not None:
             survivor = self._identities.canonical(customer_id)
             return None if survivor == customer_id else self.read_profile(survivor)
-        return decode_profile(as_bytes(stored))
+        stored = None if stored is None else as_bytes(stored)
+        self._reads.remember(customer_id, stored)
+        return None if stored is None else decode_profile(stored)
 
     def apply_events(self, events: Sequence[Event]) -> list[AppendStatus]:
         """See `OnlineStore.apply_events`: a batch at a time, in pipelined round trips
@@ -168,17 +177,13 @@ class RedisStore(OnlineStore):
         in between leaves a log entry of a decision that nobody was given (no outcome can
         refer to it), never a decision given but not logged.
         """
-        key = self.keys.decision(decision.decision_id)
-        body = encode_document(decision.model_dump_json(), self.redis_config.compress_min_bytes)
-        appended = self._log.append_decision(decision, body)
-        with translated_errors():
-            client = self._redis()
-            if client.set(key, body, nx=True, ex=self.redis_config.decision_ttl_seconds):
-                return
-            if client.get(key) == body:
-                return
-        self._log.take_back(decision.decision_id, appended)
-        raise DuplicateDecision(f"decision {decision.decision_id!r} is already logged")
+        self._decisions.log_decision(decision)
+
+    def record_decision(self, decision: Decision, delivered: Sequence[Event]) -> None:
+        """See `OnlineStore.record_decision`: the decision log and the exposures in one
+        pipelined round trip, checked against the profile `read_profile` returned
+        (`feature_store.redis.decisions`)."""
+        self._decisions.record(decision, delivered)
 
     def read_decision(self, decision_id: str) -> Decision | None:
         with translated_errors():
