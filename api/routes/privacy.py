@@ -1,7 +1,9 @@
+from pathlib import Path
+
 from fastapi import APIRouter
 
 from api.auth import require
-from api.deps import Now, Store
+from api.deps import AppSettings, Now, Store
 from api.schemas import ConsentsUpdate, ErasureOut
 from api.serving import (
     consent_events,
@@ -42,9 +44,15 @@ def put_consents(customer_id: str, update: ConsentsUpdate, store: Store, now: No
     response_model=CustomerExport,
     dependencies=[require(Scope.PRIVACY)],
 )
-def get_export(customer_id: str, store: Store) -> CustomerExport:
-    """Everything held about the customer (GDPR access). 404 if nothing is, or once erased."""
-    return export_customer(store, customer_id)
+def get_export(customer_id: str, store: Store, settings: AppSettings) -> CustomerExport:
+    """Everything held about the customer (GDPR access), online and, for what was trimmed
+    from the online logs once exported, in the offline store. 404 if nothing is, or once
+    erased."""
+    # Imported here: the offline store needs pandas and pyarrow, which serving does not.
+    from feature_store.offline.export import OfflineStore, complete_export
+
+    online = export_customer(store, customer_id)
+    return complete_export(online, OfflineStore(Path(settings.offline_root)))
 
 
 @router.delete("/{customer_id}", response_model=ErasureOut, dependencies=[require(Scope.PRIVACY)])

@@ -68,7 +68,7 @@ from engine.decision import Decision
 from feature_store.base import LogPage, LogRecord, LogTable
 from feature_store.errors import StoreError
 from feature_store.redis.codec import as_bytes, decode_document, event_log_body, microseconds
-from feature_store.redis.connection import translated_errors
+from feature_store.redis.connection import Command, ScriptCall, pipelined, translated_errors
 from feature_store.redis.identity import MAX_ALIAS_HOPS, RedisAccess
 from feature_store.redis.scripts import READ_LOG_COUNTERS
 
@@ -182,6 +182,33 @@ class RedisLog:
             next_after=records[-1].seq if records else after,
             high_water=high_water,
         )
+
+    def acknowledge(self, log: LogTable, cursor: int) -> None:
+        """Drop the entries of `log` with log seqs up to `cursor` from their shards' streams
+        (`XTRIM MINID`, one pipelined round trip) and the blocks of the order that held only
+        those (see `OnlineStore.acknowledge_export`)."""
+        order = self.keys.log_order(log)
+        with translated_errors():
+            flat: list[tuple[bytes, float]] = self.access.client().zrange(  # type: ignore[assignment]
+                order.blocks, "-inf", cursor, byscore=True, withscores=True
+            )
+        floors: dict[int, int] = {}
+        finished: list[bytes] = []
+        for member, base in flat:
+            shard, after, last = (int(part) for part in as_bytes(member).split(b":"))
+            block = _Block(shard, after, last, int(base))
+            floors[shard] = max(floors.get(shard, 0), block.shard_seq(min(cursor, block.end)))
+            if block.end <= cursor:
+                finished.append(as_bytes(member))
+        calls: list[ScriptCall | Command] = [
+            ("XTRIM", self.keys.log_shard(shard).stream(log), "MINID", floor + 1)
+            for shard, floor in sorted(floors.items())
+        ]
+        # The last finished block stays: a reader resuming after `cursor` finds its place by it.
+        if len(finished) > 1:
+            calls.append(("ZREM", order.blocks, *finished[:-1]))
+        if calls:
+            pipelined(self.access.client(), calls)
 
     def erased_digests(self) -> set[str]:
         """Every digest in the erasure records (16 hashes, see `feature_store.redis.privacy`)."""

@@ -229,6 +229,10 @@ class RedisStore(OnlineStore):
     def read_log(self, table: LogTable, after: int, limit: int) -> LogPage:
         return self._log.read(table, after, limit)
 
+    def acknowledge_export(self, table: LogTable, cursor: int) -> None:
+        """Trim the `table` log's streams up to `cursor` (`feature_store.redis.log`)."""
+        self._log.acknowledge(table, cursor)
+
     def erased_digests(self) -> set[str]:
         return self._log.erased_digests()
 
