@@ -121,7 +121,7 @@ class _Moved:
 
     profile: bytes | None
     entries: list[bytes]
-    dedup: list[list[str]]  # [event id, expiry (Unix ms)]
+    dedup: list[list[str]]  # [bucket expiry (Unix ms), its digests in hex]
     identities: list[str]
     decisions: list[list[str]]  # [decision id, expiry (Unix ms)]
     merged: list[str]

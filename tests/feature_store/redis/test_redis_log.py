@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from contextlib import closing
@@ -236,10 +237,10 @@ def test_after_the_window_only_the_profile_ring_catches_a_resend(
     with closing(target.store(dedup_window_seconds=0.5)) as store:
         store.apply_events([withdrawal("e-1")])
         dedup = store.keys.customer("cust-1").dedup
-        assert raw.zscore(dedup, "e-1") is not None
-        time.sleep(0.7)
+        assert _digest("e-1") in _dedup_digests(raw, dedup)
+        time.sleep(0.7)  # past the window and its bucket (an eighth of the window more)
 
-        assert raw.exists(dedup) == 0  # the whole set expires with its latest id
+        assert raw.exists(dedup) == 0  # the whole hash expires with its latest bucket
         assert store.apply_events([withdrawal("e-1")]) == [DUPLICATE]
         resent = withdrawal("e-1", at=T0 + timedelta(minutes=1))
         assert store.apply_events([resent]) == [ACCEPTED]
@@ -259,11 +260,43 @@ def test_ids_past_the_window_are_pruned_by_the_next_update(target: Target, raw: 
         before_ms = time.time() * 1000  # the server runs on this host: the same clock
         store.apply_events([withdrawal("e-3", at=T0 + timedelta(hours=2))])
 
-        remaining = dict(raw.zrange(dedup, 0, -1, withscores=True))
+        remaining = _dedup_digests(raw, dedup)
         ttl_ms = raw.pttl(dedup)
 
-    assert b"e-1" not in remaining
-    assert b"e-3" in remaining
-    # The commit kept only ids whose expiry was still ahead of it.
+    assert _digest("e-1") not in remaining
+    assert _digest("e-3") in remaining
+    # The commit kept only buckets whose expiry was still ahead of it.
     assert all(expiry > before_ms - 1 for expiry in remaining.values())
-    assert 0 < ttl_ms <= 1000  # the set expires with its latest id
+    assert 0 < ttl_ms <= 1000 * 9 / 8  # the hash expires with its latest bucket
+
+
+def test_a_dedup_window_of_the_first_format_is_read_and_rewritten_as_buckets(
+    target: Target, raw: RawClient
+) -> None:
+    # Format 1 (a sorted set of event ids -> expiry, Unix ms), as an older version wrote it.
+    with closing(target.store()) as store:
+        dedup = store.keys.customer("cust-1").dedup
+        store.apply_events([withdrawal("e-0")])
+        raw.delete(dedup)
+        raw.zadd(dedup, {"e-0": time.time() * 1000 + 60_000})
+
+        assert store.apply_events([withdrawal("e-0")]) == [DUPLICATE]
+        assert store.apply_events([withdrawal("e-1", at=T0 + timedelta(hours=1))]) == [ACCEPTED]
+
+        assert raw.type(dedup) == b"hash"
+        assert {_digest("e-0"), _digest("e-1")} <= set(_dedup_digests(raw, dedup))
+        assert store.apply_events([withdrawal("e-0")]) == [DUPLICATE]
+
+
+def _digest(event_id: str) -> bytes:
+    """How the dedup window remembers an event id: 8 bytes of its SHA-1."""
+    return hashlib.sha1(event_id.encode(), usedforsecurity=False).digest()[:8]
+
+
+def _dedup_digests(raw: RawClient, key: str) -> dict[bytes, float]:
+    """The digests in a customer's dedup window, each with its bucket's expiry (Unix ms)."""
+    found: dict[bytes, float] = {}
+    for expiry, blob in raw.hgetall(key).items():
+        for start in range(0, len(blob), 8):
+            found[bytes(blob[start : start + 8])] = float(expiry)
+    return found
