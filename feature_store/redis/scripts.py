@@ -388,6 +388,54 @@ end
 return removed
 """
 
+#: KEYS: the customer's event list, its event-log index, its decision-log index. ARGV: the
+#: highest seq exported of the customer's log shard in the event log, the same in the
+#: decision log, then the ids of the exported events that belong in this list.
+#: Drops what the offline store now holds: those events from the list, the seqs up to the
+#: floors from the indexes. Returns how many events were dropped.
+FORGET_EXPORTED = """#!lua
+local exported = {}
+for i = 3, #ARGV do
+  exported[ARGV[i]] = true
+end
+local dropped = 0
+if #ARGV > 2 then
+  local kept = {}
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local ok, fields = pcall(cjson.decode, entry)
+    if ok and exported[fields[1]] then
+      dropped = dropped + 1
+    else
+      kept[#kept + 1] = entry
+    end
+  end
+  if dropped > 0 then
+    redis.call('DEL', KEYS[1])
+    for first = 1, #kept, 500 do
+      redis.call('RPUSH', KEYS[1], unpack(kept, first, math.min(first + 499, #kept)))
+    end
+  end
+end
+local floor = tonumber(ARGV[1])
+while floor > 0 do
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if not head or tonumber(head) > floor then
+    break
+  end
+  redis.call('LPOP', KEYS[2])
+end
+floor = tonumber(ARGV[2])
+if floor > 0 then
+  local seqs = redis.call('HGETALL', KEYS[3])
+  for i = 1, #seqs, 2 do
+    if tonumber(seqs[i + 1]) <= floor then
+      redis.call('HDEL', KEYS[3], seqs[i])
+    end
+  end
+end
+return dropped
+"""
+
 #: KEYS: a lease. ARGV: its holder's token. Releases it if still held by that holder.
 RELEASE = """#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -472,6 +520,7 @@ NAMES = (
     "REPOINT_ALIAS",
     "FORGET_IDENTITY",
     "FORGET_CUSTOMER",
+    "FORGET_EXPORTED",
     "RELEASE",
     "ORDER_LOG",
     "READ_LOG_ORDER",

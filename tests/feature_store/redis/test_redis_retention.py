@@ -40,10 +40,15 @@ def test_the_export_trims_the_online_logs_and_the_customer_export_still_has_ever
         assert _stream_lengths(raw, target, [shard.events, shard.decisions]) == 0
         assert store.read_log("events", 0, 100).records == []
 
+        # One copy online until exported, none after: the customer's list was emptied too.
+        keys = store.keys.customer("cust-1")
+        assert raw.exists(keys.events, keys.event_log, keys.decision_log) == 0
+        assert store.customer_events("cust-1") == []
+
         store.apply_events(events[8:])  # after the export: online only, until the next one
         online = store.export_customer("cust-1")
         assert online is not None
-        assert [e.event_id for e in online.events] == [f"e-{i}" for i in range(7, 12)]
+        assert [e.event_id for e in online.events] == [f"e-{i}" for i in range(8, 12)]
 
         export = complete_export(online, offline)
         assert export.events == events
