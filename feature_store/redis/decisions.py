@@ -44,6 +44,7 @@ from feature_store.redis.ingest import (
     RedisIngest,
     fold_new_events,
     population_counts,
+    retention_call,
 )
 from feature_store.redis.log import Appended, RedisLog
 from feature_store.redis.privacy import RedisPrivacy
@@ -123,6 +124,9 @@ class RedisDecisions:
             self._log_call(decision, body),
             ("SET", self.keys.decision(decision.decision_id), body, "NX", "EX", ttl),
         ]
+        trim = retention_call(self.access, self.keys.customer_log_shard(customer_id).decisions)
+        if trim is not None:
+            calls.append(trim)
         commit_at = erased_at = None
         fast = read is not None and all(e.customer_id == customer_id for e in delivered)
         if delivered and fast and read is not None:
@@ -135,6 +139,9 @@ class RedisDecisions:
                 calls.append(("HEXISTS", self.keys.erasures(digest), digest))
             commit_at = len(calls)
             calls.append(self.ingest.commit_call(batch, read.stored, update))
+            shard = self.keys.customer_log_shard(customer_id)
+            if (trim := retention_call(self.access, shard.events)) is not None:
+                calls.append(trim)
             counts = population_counts(update.applied)
             if counts:
                 calls.append(self.ingest.population_call(counts))

@@ -240,7 +240,10 @@ class RedisIngest:
         calls: list[ScriptCall | Command] = [
             self.commit_call(batch, stored, update) for batch, stored, update in updates
         ]
-        return [bool(reply) for reply in pipelined(self.access.client(), calls)]
+        shards = {self.keys.customer_log_shard(batch.customer_id) for batch, _, _ in updates}
+        retention = [retention_call(self.access, shard.events) for shard in shards]
+        replies = pipelined(self.access.client(), [*calls, *filter(None, retention)])
+        return [bool(reply) for reply in replies[: len(calls)]]
 
     def commit_call(self, batch: CustomerBatch, stored: bytes | None, update: Update) -> ScriptCall:
         """The `COMMIT` of one customer's update, folded from the profile `stored`."""
@@ -323,6 +326,12 @@ class RedisIngest:
         args: list[str | bytes | int] = [item for pair in sorted(counts.items()) for item in pair]
         script = self.access.script("COUNT_POPULATION")
         return ScriptCall(script, [self.keys.population()], args)
+
+
+def retention_call(access: RedisAccess, stream: str) -> Command | None:
+    """The trim of a log shard's stream to `log_retention_entries`, if that is set."""
+    retention = access.redis_config.log_retention_entries
+    return None if retention is None else ("XTRIM", stream, "MAXLEN", "~", retention)
 
 
 def population_counts(applied: list[Event]) -> Counter[str]:

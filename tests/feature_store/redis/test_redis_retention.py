@@ -77,3 +77,19 @@ def test_the_log_trimmed_up_to_a_cursor_keeps_what_follows(target: Target) -> No
         )
         assert len(rest) == 5
         assert store.read_log("events", 0, 100).records == rest
+
+
+def test_past_the_retention_setting_the_log_is_trimmed_without_an_export(
+    target: Target, raw: RawClient
+) -> None:
+    # Approximate trimming (whole stream nodes of 100 entries): bounded, not exact.
+    events = [withdrawal(f"e-{i}", at=T0 + timedelta(minutes=i)) for i in range(1000)]
+    with closing(target.store(log_retention_entries=100)) as store:
+        for first in range(0, len(events), 50):
+            store.apply_events(events[first : first + 50])
+        shard = store.keys.customer_log_shard("cust-1")
+        assert 100 <= raw.xlen(shard.events) <= 300
+        records = store.read_log("events", 0, 1000).records
+        assert [r.event().event_id for r in records] == [
+            e.event_id for e in events[-len(records) :]
+        ]
