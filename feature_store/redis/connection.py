@@ -9,7 +9,7 @@ a `StoreError`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -229,16 +229,21 @@ def plain_client(config: _RedisBackendConfig) -> RedisClient:
     return redis.Redis.from_url(config.url, **options)
 
 
-class SideClient:
-    """The client of a side registry (API keys, experiments): opened on first use, closed
-    once, and redis-py's errors translated into store errors naming the registry (`what`,
-    e.g. "Redis credential store"; never the URL, which may hold a password)."""
+class LazyClient:
+    """A pooled client opened on first use (so nothing talks to Redis before the first call),
+    shared by threads and closed once: later calls raise `StoreUnavailable`. `on_open` runs
+    once with the new client, before anyone else gets it (the store registers its scripts).
+    `what` names it in errors, e.g. "Redis store" (never the URL, which may hold a password).
+    """
 
-    #: Retry-after hint when the registry's Redis is unreachable, in seconds.
-    RETRY_AFTER_SECONDS = 1.0
-
-    def __init__(self, config: _RedisBackendConfig, what: str) -> None:
-        self.config, self.what = config, what
+    def __init__(
+        self,
+        open_client: Callable[[], RedisClient],
+        what: str,
+        on_open: Callable[[RedisClient], None] | None = None,
+    ) -> None:
+        self.what = what
+        self._open_client, self._on_open = open_client, on_open
         self._lock = threading.Lock()
         self._client: RedisClient | None = None
         self._closed = False
@@ -249,9 +254,14 @@ class SideClient:
             return client
         with self._lock:
             if self._closed:
-                raise StoreUnavailable(f"the {self.what} is closed")
+                raise StoreUnavailable(
+                    f"the {self.what} is closed", retry_after=RETRY_AFTER_UNREACHABLE
+                )
             if self._client is None:
-                self._client = plain_client(self.config)
+                client = self._open_client()
+                if self._on_open is not None:
+                    self._on_open(client)
+                self._client = client
             return self._client
 
     def close(self) -> None:
@@ -260,6 +270,19 @@ class SideClient:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+class SideClient(LazyClient):
+    """The client of a side registry (API keys, experiments): a `LazyClient` decoding answers
+    to str, and redis-py's errors translated into store errors naming the registry (`what`,
+    e.g. "Redis credential store")."""
+
+    #: Retry-after hint when the registry's Redis is unreachable, in seconds.
+    RETRY_AFTER_SECONDS = 1.0
+
+    def __init__(self, config: _RedisBackendConfig, what: str) -> None:
+        super().__init__(lambda: plain_client(config), what)
+        self.config = config
 
     @contextmanager
     def translated_errors(self) -> Iterator[None]:

@@ -49,10 +49,10 @@ recovers by itself when Redis is back. No method talks to Redis before its first
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
@@ -71,7 +71,6 @@ from feature_store.base import (
     LogTable,
     OnlineStore,
 )
-from feature_store.errors import StoreUnavailable
 from feature_store.keys import (
     KeyLayout,
     split_population_field,
@@ -85,7 +84,7 @@ from feature_store.redis.codec import (
 )
 from feature_store.redis.config import RedisStoreConfig
 from feature_store.redis.connection import (
-    RETRY_AFTER_UNREACHABLE,
+    LazyClient,
     RedisClient,
     connect,
     translated_errors,
@@ -118,10 +117,12 @@ class RedisStore(OnlineStore):
         self.redis_config = redis_config
         self.prior_ttl_seconds = prior_ttl_seconds
         self.keys = KeyLayout(redis_config.key_prefix, cluster=redis_config.type == "redis+cluster")
-        self._lock = threading.Lock()
-        self._client: RedisClient | None = None
         self._scripts: dict[str, Script] = {}
-        self._closed = False
+        # A cluster client reads the slot map when it is created, so a cluster that is down
+        # when the store opens is only an error of the calls made meanwhile.
+        self._connection = LazyClient(
+            partial(connect, redis_config), "Redis store", on_open=self._register_scripts
+        )
         self._prior: tuple[float, ChannelPrior] | None = None
         access = RedisAccess(self._redis, self._script, self.keys, config, redis_config)
         self._access = access
@@ -249,33 +250,18 @@ class RedisStore(OnlineStore):
 
     def close(self) -> None:
         """Close the pooled connections. Later calls raise `StoreUnavailable`."""
-        with self._lock:
-            self._closed = True
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._connection.close()
 
     # -- the connection ------------------------------------------------------------------------
 
     def _redis(self) -> RedisClient:
-        client = self._client
-        if client is not None:
-            return client
-        with self._lock:
-            if self._closed:
-                raise StoreUnavailable(
-                    "the Redis store is closed", retry_after=RETRY_AFTER_UNREACHABLE
-                )
-            if self._client is None:
-                # A cluster client reads the slot map when it is created, so a cluster that is
-                # down when the store opens is only an error of the calls made meanwhile.
-                client = connect(self.redis_config)
-                self._scripts = {
-                    name: client.register_script(getattr(redis_scripts, name))
-                    for name in redis_scripts.NAMES
-                }
-                self._client = client
-            return self._client
+        return self._connection.get()
+
+    def _register_scripts(self, client: RedisClient) -> None:
+        self._scripts = {
+            name: client.register_script(getattr(redis_scripts, name))
+            for name in redis_scripts.NAMES
+        }
 
     def _script(self, name: str) -> Script:
         self._redis()
