@@ -40,8 +40,10 @@ Trade-offs:
   The order within one slot is the order of acceptance; across slots it is the order in which
   readers ordered them (so a customer's entries stay in acceptance order, and a merged
   customer's join the survivor's by that order, as SQLite keeps their first seq).
-* Memory: the logs are not trimmed: every entry stays until its customer is erased (like
-  SQLite's tables). Retention (trimming what an export has saved) is not done yet. A stream's
+* Memory: an entry stays until an export acknowledges it (`acknowledge`: `XTRIM MINID` of
+  each shard up to the acknowledged seq, with the customers' own copies, `FORGET_EXPORTED`),
+  its customer is erased, or its shard holds more than `log_retention_entries` (if set:
+  `XTRIM MAXLEN ~` in the writers' pipelines, exported or not). A stream's
   `XDEL` only marks an entry deleted: its bytes stay in the stream's node until the node is
   emptied, as SQLite's deleted rows stay in free pages.
 * An event id logged under two customers who are then merged stays twice in the log (SQLite

@@ -28,17 +28,27 @@ acceptance, on the server's clock. After the window the profile's own ring of re
 What the online store keeps, and what it does not:
 
 * the customer's list of events (`customer_events`) holds their latest `event_log_cap` events
-  (default 1,000), in order of acceptance;
-* the event and decision logs (`read_log`, for the offline export) hold every entry until its
-  customer is erased: they are not trimmed yet (see `feature_store.redis.log`);
+  (default 1,000) not yet exported, in order of acceptance: once an export run has been
+  acknowledged (`acknowledge_export`), the events it saved leave the list and the logs, and
+  the customer export (`GET /v1/customers/{id}/export`) reads them back from the offline
+  store (`feature_store.offline.export.complete_export`). Until then an event is held twice
+  (the list and its log shard);
+* the event and decision logs (`read_log`, for the offline export) hold every entry until an
+  export acknowledges it, its customer is erased, or its shard holds more than
+  `log_retention_entries` (if set; see `feature_store.redis.log`);
+* event ids are remembered for `dedup_window_seconds` (at most an eighth more) as 8-byte
+  digests in time buckets (`feature_store.redis.scripts`, format 2 of the dedup window; the
+  sorted sets of ids that earlier versions wrote are read and rewritten by the next write);
 * a decision stays readable (`read_decision`) for `decision_ttl_seconds` (default 90 days):
   an outcome reported later refers to an unknown decision. It is indexed under its customer
   (for export and erasure) when the store holds anything of that customer; a decision for an
   id the store knows nothing of (an anonymous one, say) is not indexed and only expires (the
   decision log keeps every decision, indexed or not, until its customer is erased);
-* the population counters are incremented after the customer's commit, by a second command
-  (they live on another slot). They are approximate: a failure between the two, or a commit
-  whose reply was lost, leaves some events uncounted. They feed a prior, not a ledger.
+* the population counters are incremented after the customers' commits, by another script in
+  the next round trip (they live on another slot), or in the same pipeline for a decision's
+  exposures. They are approximate: a failure between the two, a commit whose reply was lost
+  or a check-and-set lost after the count leave some events uncounted or counted twice. They
+  feed a prior, not a ledger.
 
 Unreachable servers: sockets time out after `socket_timeout_seconds`, connection errors are
 retried `retries` times with jittered exponential backoff, then the call raises
