@@ -7,6 +7,7 @@ import threading
 import time
 from contextlib import closing
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from engine.events import Event
 from engine.identity import HashedIdentity, Identity, IdentityType, customer_digest
 from engine.profile import Profile
 from feature_store.base import AppendStatus
+from feature_store.offline.export import OfflineStore, complete_export
 from feature_store.redis.codec import (
     decode_document,
 )
@@ -396,3 +398,26 @@ def test_decisions_are_indexed_only_under_customers_the_store_holds(
         assert export.customer_id == "cust-a"
         assert [d.decision_id for d in export.decisions] == ["dec-b"]
         assert store.read_decision("dec-anon") is not None  # logged, only not indexed
+
+
+def test_an_exported_merged_history_leaves_the_survivor_and_is_exported_whole(
+    target: Target, raw: RawClient, tmp_path: Path
+) -> None:
+    with closing(target.store()) as store:
+        a, b = (
+            _on_two_nodes(target.raw(), store)
+            if target.type == "redis+cluster"
+            else ("cust-a", "cust-b")
+        )
+        history = _merge_two_customers(store, a, b, 3)
+        offline = OfflineStore(tmp_path / "offline")
+        offline.export(store)
+        offline.export(store)  # acknowledges the first run: trimmed online
+
+        assert store.customer_events(a) == []
+        export = store.export_customer(b)
+        assert export is not None
+        complete = complete_export(export, offline)
+        assert complete.customer_id == a
+        assert {e.event_id for e in complete.events} == {e.event_id for e in history}
+        assert {e.customer_id for e in complete.events} == {a}
