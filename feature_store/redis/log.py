@@ -246,7 +246,7 @@ class RedisLog:
         field = 0 if log == "events" else 1
         for customer, ids in exported.items():
             own = owners.setdefault(customer, ([0, 0], []))
-            own[0][field] = floors[self.keys.log_shard_of(customer)]
+            own[0][field] = floors.get(self.keys.log_shard_of(customer), 0)
             owners.setdefault(survivors[customer], ([0, 0], []))[1].extend(ids)
         script = self.access.script("FORGET_EXPORTED")
         calls: list[ScriptCall | Command] = []
