@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         "sqlite:///var/rapport.db",
         description="sqlite:///path (embedded default), redis://host:port/db or redis+cluster://host:port",
     )
+    offline_root: str = Field(
+        "var/offline",
+        description="Folder of the offline Parquet store that `rapport export` writes "
+        "(RAPPORT_OFFLINE_ROOT): the customer export reads back from it what the online store "
+        "no longer holds (logs trimmed once exported).",
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig)
     catalogue: str | None = Field(
         None,

@@ -193,6 +193,13 @@ class OnlineStore(ABC):
         """
         raise UnsupportedCapability(f"{type(self).__name__} cannot read its logs (read_log)")
 
+    def acknowledge_export(self, table: LogTable, cursor: int) -> None:  # noqa: B027 - optional
+        """The offline store has saved every entry of the `table` log with `seq <= cursor`
+        (`feature_store.offline.export` calls this after saving its cursor): a backend may drop
+        them from its online log. Reading them again (`read_log`) may then return nothing for
+        that range; `GET /v1/customers/{id}/export` reads them back from the offline store. The
+        default keeps everything."""
+
     def erased_digests(self) -> set[str]:
         """The digests (`engine.identity.customer_digest`) of every erased customer id, merged
         ids included. Erasure records are never removed, so the set only grows. Raises

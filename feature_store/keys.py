@@ -9,8 +9,11 @@ update all of them atomically.
 key                      type     holds
 =======================  =======  ============================================================
 `rp:{<customer>}:p`      string   the profile: JSON, zlib-compressed when that is smaller
-`rp:{<customer>}:e`      list     the latest accepted events, oldest first (capped)
-`rp:{<customer>}:d`      zset     event ids seen within the dedup window -> expiry (Unix ms)
+`rp:{<customer>}:e`      list     the latest accepted events not yet exported, oldest first
+                                  (capped)
+`rp:{<customer>}:d`      hash     the dedup window: bucket expiry (Unix ms) -> the 8-byte
+                                  digests of the event ids accepted into it (format 2; format
+                                  1, a zset of event id -> expiry, is still read)
 `rp:{<customer>}:i`      set      the customer's identifiers, as `<type>:<digest>`
 `rp:{<customer>}:x`      zset     the customer's decision ids -> expiry (Unix ms)
 `rp:{<customer>}:m`      set      customers merged into this one

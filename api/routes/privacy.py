@@ -1,7 +1,9 @@
+from pathlib import Path
+
 from fastapi import APIRouter
 
 from api.auth import require
-from api.deps import Now, Store
+from api.deps import AppSettings, Now, Store
 from api.params import CustomerIdPath
 from api.schemas import ConsentsUpdate, ErasureOut
 from api.serving import (
@@ -45,9 +47,15 @@ def put_consents(
     response_model=CustomerExport,
     dependencies=[require(Scope.PRIVACY)],
 )
-def get_export(customer_id: CustomerIdPath, store: Store) -> CustomerExport:
-    """Everything held about the customer (GDPR access). 404 if nothing is, or once erased."""
-    return export_customer(store, customer_id)
+def get_export(customer_id: CustomerIdPath, store: Store, settings: AppSettings) -> CustomerExport:
+    """Everything held about the customer (GDPR access), online and, for what was trimmed
+    from the online logs once exported, in the offline store. 404 if nothing is, or once
+    erased."""
+    # Imported here: the offline store needs pandas and pyarrow, which serving does not.
+    from feature_store.offline.export import OfflineStore, complete_export
+
+    online = export_customer(store, customer_id)
+    return complete_export(online, OfflineStore(Path(settings.offline_root)))
 
 
 @router.delete("/{customer_id}", response_model=ErasureOut, dependencies=[require(Scope.PRIVACY)])

@@ -29,6 +29,13 @@ Column types are fixed by `SCHEMAS` (feature_store/offline/tables.py); nested va
   and a run rewrites (or deletes) every file holding rows of a customer erased since the last
   run. The digests already applied are kept in `_state.json`; without it, every file is checked.
 
+Trimming: at the end of a run, each log is acknowledged to the online store
+(`OnlineStore.acknowledge_export`) up to the cursor the run started from, which the previous
+run saved after syncing its files; the online store may then drop those entries (Redis trims
+its streams). So the online logs hold what the last run exported and what came since, and a
+part lost after its run can still be rewritten from them by the next run. The customer export
+(`complete_export`, `GET /v1/customers/{id}/export`) reads what was trimmed back from here.
+
 Not handled yet: a merge moves online entries to the survivor without a new `seq`, so rows
 exported before a merge keep the absorbed customer's id.
 """
@@ -51,8 +58,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.decision import Decision
+from engine.events import Event
 from engine.identity import customer_digest
-from feature_store.base import LogTable, OnlineStore
+from feature_store.base import CustomerExport, LogTable, OnlineStore
 from feature_store.errors import StoreError
 from feature_store.offline.tables import SCHEMAS, TABLES, OfflineTable, table_rows
 
@@ -75,6 +84,7 @@ __all__ = [
     "OfflineTable",
     "TableReport",
     "UnreadableState",
+    "complete_export",
 ]
 
 
@@ -131,6 +141,8 @@ class OfflineStore:
         Raises `UnsupportedCapability` if `store` cannot read its logs, and `ExportInProgress`
         if another export holds this `root`. Safe to interrupt at any point: the next run
         completes the work without duplicates.
+        Each log is acknowledged to `store` (`OnlineStore.acknowledge_export`) up to the cursor
+        the run started from, so the online store may trim what the previous run saved.
         """
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, not {page_size}")
@@ -142,6 +154,40 @@ class OfflineStore:
             run.apply_erasures()
             return run.report
 
+    def customer_history(self, customer_ids: Sequence[str]) -> tuple[list[Event], list[Decision]]:
+        """The events and decisions of the offline store logged under any of `customer_ids`,
+        in `seq` order, under the id they were logged with."""
+        events = [
+            Event.model_validate(
+                {
+                    "event_id": row["event_id"],
+                    "customer_id": row["customer_id"],
+                    "touchpoint": row["touchpoint"],
+                    "channel": row["channel"],
+                    "type": row["type"],
+                    "occurred_at": row["occurred_at"],
+                    "attributes": json.loads(row["attributes"]),
+                }
+            )
+            for row in self._rows_of("events", customer_ids)
+        ]
+        decisions = [
+            Decision.model_validate_json(row["body"])
+            for row in self._rows_of("decisions", customer_ids)
+        ]
+        return events, decisions
+
+    def _rows_of(self, table: OfflineTable, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+        folder = self.root / table
+        if not customer_ids or not any(_Parts(folder, SCHEMAS[table]).files()):
+            return []
+        rows = pq.read_table(
+            folder, schema=SCHEMAS[table], filters=[("customer_id", "in", list(customer_ids))]
+        )
+        rows = rows.sort_by("seq")
+        found: list[dict[str, Any]] = rows.to_pylist()
+        return found
+
     def read(self, table: OfflineTable) -> pd.DataFrame:
         """Every row of `table`, in `seq` order, with the columns of `SCHEMAS[table]`."""
         folder = self.root / table
@@ -150,6 +196,38 @@ class OfflineStore:
             return empty
         frame = pd.read_parquet(folder, schema=SCHEMAS[table])
         return frame.sort_values("seq", kind="stable").reset_index(drop=True)
+
+
+def complete_export(export: CustomerExport, offline: OfflineStore) -> CustomerExport:
+    """`export` (what the online store holds) with what left it for the offline store: the
+    customer's events and decisions exported under its id or a merged one's that the online
+    export lacks (trimmed from the online logs once exported, or beyond the online store's
+    caps). Those events come first (they are the older ones), in log order, then the online
+    ones; decisions are sorted as the online export sorts them."""
+    everyone = [export.customer_id, *export.merged_customer_ids]
+    events, decisions = offline.customer_history(everyone)
+    survivor = {"customer_id": export.customer_id}
+    online_events = {event.event_id for event in export.events}
+    older = [
+        event.model_copy(update=survivor) for event in events if event.event_id not in online_events
+    ]
+    online_decisions = {decision.decision_id for decision in export.decisions}
+    missing = [
+        decision.model_copy(update=survivor)
+        for decision in decisions
+        if decision.decision_id not in online_decisions
+    ]
+    if not older and not missing:
+        return export
+    return export.model_copy(
+        update={
+            "events": list({e.event_id: e for e in [*older, *export.events]}.values()),
+            "decisions": sorted(
+                {d.decision_id: d for d in [*missing, *export.decisions]}.values(),
+                key=lambda d: (d.decided_at, d.decision_id),
+            ),
+        }
+    )
 
 
 class ExportInProgress(StoreError):
@@ -193,7 +271,13 @@ class _ExportRun:
             if self.progress is not None:
                 self.progress(ExportProgress(log, start, after, max(page.high_water, after)))
             if len(page.records) < self.page_size:
-                return
+                break
+        # The online store may drop the log up to where this run started: what an earlier run
+        # saved (files synced, then the cursor). Not up to this run's cursor: a part lost
+        # after its run (a disk, a restored backup of `_state.json`) can still be read again
+        # from the online log until the next run, which finds the files and acknowledges them.
+        if start:
+            self.store.acknowledge_export(log, start)
 
     def apply_erasures(self) -> None:
         """Remove, from every file, the rows of customers erased since the last run (read now,

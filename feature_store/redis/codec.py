@@ -60,7 +60,15 @@ def decode_document(stored: bytes) -> bytes:
     raise CorruptValue("a stored document is neither JSON nor zlib")
 
 
+def encode_profile(profile: Profile, compress_min_bytes: int) -> bytes:
+    """The profile as stored. The one place that chooses its encoding: switching to the
+    compact binary form (`feature_store.profile_codec`) is this line and `decode_profile`'s
+    (which must keep reading this form: its first byte is `{` or `x`)."""
+    return encode_document(profile.model_dump_json(), compress_min_bytes)
+
+
 def decode_profile(stored: bytes) -> Profile:
+    """The profile of its stored bytes, whichever encoding of `encode_profile` wrote them."""
     return Profile.model_validate_json(decode_document(stored))
 
 

@@ -40,6 +40,12 @@ class RedisStoreConfig(BaseModel):
         7 * _DAY, gt=0, description="How long an accepted event id is remembered, in seconds."
     )
     event_log_cap: int = Field(1000, ge=1, description="Latest events kept per customer.")
+    log_retention_entries: int | None = Field(
+        None,
+        ge=1,
+        description="Entries each log shard keeps at most (about: trimmed by whole stream "
+        "nodes), exported or not; None keeps them until an export acknowledges them.",
+    )
     decision_ttl_seconds: int = Field(90 * _DAY, ge=1, description="Decision log TTL, s.")
     compress_min_bytes: int = Field(
         256, ge=0, description="Profiles and decisions from this size (bytes) are compressed."

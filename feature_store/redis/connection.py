@@ -9,8 +9,9 @@ a `StoreError`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -19,6 +20,7 @@ import redis.exceptions
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
+from redis.commands.core import Script
 from redis.retry import Retry
 
 from feature_store.errors import StoreError, StoreUnavailable, UnsupportedStoreUrl
@@ -79,6 +81,66 @@ def translated_errors() -> Iterator[None]:
         ) from exc
     except redis.exceptions.RedisError as exc:
         raise StoreError(f"Redis store error: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One script to run in a pipeline: `EVALSHA` of `script` on `keys` (one slot) and `args`."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[str | bytes | int]
+
+
+#: A plain command in a pipeline, e.g. ("SET", key, value, "NX", "EX", 60).
+Command = tuple[str | bytes | int, ...]
+
+
+def pipelined(client: RedisClient, calls: Sequence[ScriptCall | Command]) -> list[Any]:
+    """The replies of `calls`, sent in one pipelined round trip (one per node on a cluster,
+    in parallel), in order. Scripts go as `EVALSHA` only: a server that lost its script cache
+    (a restart, a failover) answers NOSCRIPT to those, which are then loaded and sent again,
+    alone (the others ran: sending them twice could apply them twice). Any other error reply
+    is raised, translated, once every reply is in.
+
+    redis-py's own script handling in pipelines would ask `SCRIPT EXISTS` first, a round trip
+    per pipeline; this pays it only when a script is actually missing."""
+    replies: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for _ in range(3):
+        with translated_errors():
+            pipe = client.pipeline(transaction=False)
+            for index in todo:
+                call = calls[index]
+                if isinstance(call, ScriptCall):
+                    pipe.execute_command(
+                        "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+                    )
+                else:
+                    pipe.execute_command(*call)
+            answers = pipe.execute(raise_on_error=False)
+        missing: list[int] = []
+        failure: Exception | None = None
+        for index, answer in zip(todo, answers, strict=True):
+            if isinstance(answer, redis.exceptions.NoScriptError):
+                missing.append(index)
+            elif isinstance(answer, Exception):
+                failure = failure or answer
+            else:
+                replies[index] = answer
+        if failure is not None:
+            with translated_errors():
+                raise failure
+        if not missing:
+            return replies
+        with translated_errors():
+            scripts = {
+                id(c.script): c.script for i in missing if isinstance(c := calls[i], ScriptCall)
+            }
+            for script in scripts.values():
+                script.sha = client.script_load(script.script)
+        todo = missing
+    raise StoreError("Redis kept losing the store's scripts")
 
 
 class RedisSideConfig(BaseModel):
@@ -167,16 +229,21 @@ def plain_client(config: _RedisBackendConfig) -> RedisClient:
     return redis.Redis.from_url(config.url, **options)
 
 
-class SideClient:
-    """The client of a side registry (API keys, experiments): opened on first use, closed
-    once, and redis-py's errors translated into store errors naming the registry (`what`,
-    e.g. "Redis credential store"; never the URL, which may hold a password)."""
+class LazyClient:
+    """A pooled client opened on first use (so nothing talks to Redis before the first call),
+    shared by threads and closed once: later calls raise `StoreUnavailable`. `on_open` runs
+    once with the new client, before anyone else gets it (the store registers its scripts).
+    `what` names it in errors, e.g. "Redis store" (never the URL, which may hold a password).
+    """
 
-    #: Retry-after hint when the registry's Redis is unreachable, in seconds.
-    RETRY_AFTER_SECONDS = 1.0
-
-    def __init__(self, config: _RedisBackendConfig, what: str) -> None:
-        self.config, self.what = config, what
+    def __init__(
+        self,
+        open_client: Callable[[], RedisClient],
+        what: str,
+        on_open: Callable[[RedisClient], None] | None = None,
+    ) -> None:
+        self.what = what
+        self._open_client, self._on_open = open_client, on_open
         self._lock = threading.Lock()
         self._client: RedisClient | None = None
         self._closed = False
@@ -187,9 +254,14 @@ class SideClient:
             return client
         with self._lock:
             if self._closed:
-                raise StoreUnavailable(f"the {self.what} is closed")
+                raise StoreUnavailable(
+                    f"the {self.what} is closed", retry_after=RETRY_AFTER_UNREACHABLE
+                )
             if self._client is None:
-                self._client = plain_client(self.config)
+                client = self._open_client()
+                if self._on_open is not None:
+                    self._on_open(client)
+                self._client = client
             return self._client
 
     def close(self) -> None:
@@ -198,6 +270,19 @@ class SideClient:
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+class SideClient(LazyClient):
+    """The client of a side registry (API keys, experiments): a `LazyClient` decoding answers
+    to str, and redis-py's errors translated into store errors naming the registry (`what`,
+    e.g. "Redis credential store")."""
+
+    #: Retry-after hint when the registry's Redis is unreachable, in seconds.
+    RETRY_AFTER_SECONDS = 1.0
+
+    def __init__(self, config: _RedisBackendConfig, what: str) -> None:
+        super().__init__(lambda: plain_client(config), what)
+        self.config = config
 
     @contextmanager
     def translated_errors(self) -> Iterator[None]:

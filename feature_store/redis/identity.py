@@ -66,7 +66,7 @@ from feature_store.keys import KeyLayout, identity_reference
 from feature_store.redis.codec import (
     as_bytes,
     decode_profile,
-    encode_document,
+    encode_profile,
     log_entry_event_id,
     profile_version,
 )
@@ -121,7 +121,7 @@ class _Moved:
 
     profile: bytes | None
     entries: list[bytes]
-    dedup: list[list[str]]  # [event id, expiry (Unix ms)]
+    dedup: list[list[str]]  # [bucket expiry (Unix ms), its digests in hex]
     identities: list[str]
     decisions: list[list[str]]  # [decision id, expiry (Unix ms)]
     merged: list[str]
@@ -325,9 +325,7 @@ class RedisIdentities:
                 decode_profile(kept), theirs, customer_id=survivor, config=self.access.config
             )
         )
-        return encode_document(
-            merged.model_dump_json(), self.access.redis_config.compress_min_bytes
-        )
+        return encode_profile(merged, self.access.redis_config.compress_min_bytes)
 
     # -- leases --------------------------------------------------------------------------------
 

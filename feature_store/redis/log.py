@@ -40,8 +40,10 @@ Trade-offs:
   The order within one slot is the order of acceptance; across slots it is the order in which
   readers ordered them (so a customer's entries stay in acceptance order, and a merged
   customer's join the survivor's by that order, as SQLite keeps their first seq).
-* Memory: the logs are not trimmed: every entry stays until its customer is erased (like
-  SQLite's tables). Retention (trimming what an export has saved) is not done yet. A stream's
+* Memory: an entry stays until an export acknowledges it (`acknowledge`: `XTRIM MINID` of
+  each shard up to the acknowledged seq, with the customers' own copies, `FORGET_EXPORTED`),
+  its customer is erased, or its shard holds more than `log_retention_entries` (if set:
+  `XTRIM MAXLEN ~` in the writers' pipelines, exported or not). A stream's
   `XDEL` only marks an entry deleted: its bytes stay in the stream's node until the node is
   emptied, as SQLite's deleted rows stay in free pages.
 * An event id logged under two customers who are then merged stays twice in the log (SQLite
@@ -67,8 +69,14 @@ from redis.cluster import ClusterNode, RedisCluster
 from engine.decision import Decision
 from feature_store.base import LogPage, LogRecord, LogTable
 from feature_store.errors import StoreError
-from feature_store.redis.codec import as_bytes, decode_document, event_log_body, microseconds
-from feature_store.redis.connection import translated_errors
+from feature_store.redis.codec import (
+    as_bytes,
+    decode_document,
+    event_log_body,
+    log_entry_event_id,
+    microseconds,
+)
+from feature_store.redis.connection import Command, ScriptCall, pipelined, translated_errors
 from feature_store.redis.identity import MAX_ALIAS_HOPS, RedisAccess
 from feature_store.redis.scripts import READ_LOG_COUNTERS
 
@@ -79,6 +87,8 @@ _COUNTER = {"events": "e", "decisions": "d"}
 #: Blocks asked for at a time (each holds at least one entry).
 _BLOCKS_PER_READ = 1000
 _HEX_DIGITS = "0123456789abcdef"
+#: Entries read, and customers trimmed, at a time when an export is acknowledged.
+_TRIM_PAGE = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +192,70 @@ class RedisLog:
             next_after=records[-1].seq if records else after,
             high_water=high_water,
         )
+
+    def acknowledge(self, log: LogTable, cursor: int) -> None:
+        """Drop the entries of `log` with log seqs up to `cursor` from their shards' streams
+        (`XTRIM MINID`, one pipelined round trip) and the blocks of the order that held only
+        those (see `OnlineStore.acknowledge_export`)."""
+        order = self.keys.log_order(log)
+        with translated_errors():
+            flat: list[tuple[bytes, float]] = self.access.client().zrange(  # type: ignore[assignment]
+                order.blocks, "-inf", cursor, byscore=True, withscores=True
+            )
+        floors: dict[int, int] = {}
+        finished: list[bytes] = []
+        for member, base in flat:
+            shard, after, last = (int(part) for part in as_bytes(member).split(b":"))
+            block = _Block(shard, after, last, int(base))
+            floors[shard] = max(floors.get(shard, 0), block.shard_seq(min(cursor, block.end)))
+            if block.end <= cursor:
+                finished.append(as_bytes(member))
+        self._forget_exported(log, floors)
+        calls: list[ScriptCall | Command] = [
+            ("XTRIM", self.keys.log_shard(shard).stream(log), "MINID", floor + 1)
+            for shard, floor in sorted(floors.items())
+        ]
+        # The last finished block stays: a reader resuming after `cursor` finds its place by it.
+        if len(finished) > 1:
+            calls.append(("ZREM", order.blocks, *finished[:-1]))
+        if calls:
+            pipelined(self.access.client(), calls)
+
+    def _forget_exported(self, log: LogTable, floors: dict[int, int]) -> None:
+        """Drop the customers' own copies of what is trimmed (`FORGET_EXPORTED`): the events
+        from their lists (the survivor's, for a merged customer), the seqs from their indexes.
+        Reads the entries about to be trimmed to know whose they are."""
+        exported: dict[str, list[str]] = {}  # customer logged under -> event ids
+        with translated_errors():
+            client = self.access.client()
+            for shard, floor in sorted(floors.items()):
+                stream, start = self.keys.log_shard(shard).stream(log), "-"
+                while True:
+                    page: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(  # type: ignore[assignment]
+                        stream, min=start, max=str(floor), count=_TRIM_PAGE
+                    )
+                    for _, fields in page:
+                        ids = exported.setdefault(as_bytes(fields[b"c"]).decode(), [])
+                        if log == "events":
+                            ids.append(log_entry_event_id(as_bytes(fields[b"b"])))
+                    if len(page) < _TRIM_PAGE:
+                        break
+                    start = "(" + page[-1][0].decode()
+        survivors = self._survivors(set(exported))
+        owners: dict[str, tuple[list[int], list[str]]] = {}
+        field = 0 if log == "events" else 1
+        for customer, ids in exported.items():
+            own = owners.setdefault(customer, ([0, 0], []))
+            own[0][field] = floors.get(self.keys.log_shard_of(customer), 0)
+            owners.setdefault(survivors[customer], ([0, 0], []))[1].extend(ids)
+        script = self.access.script("FORGET_EXPORTED")
+        calls: list[ScriptCall | Command] = []
+        for owner, (owner_floors, ids) in owners.items():
+            keys = self.keys.customer(owner)
+            script_keys = [keys.events, keys.event_log, keys.decision_log]
+            calls.append(ScriptCall(script, script_keys, [*owner_floors, *ids]))
+        for first in range(0, len(calls), _TRIM_PAGE):
+            pipelined(self.access.client(), calls[first : first + _TRIM_PAGE])
 
     def erased_digests(self) -> set[str]:
         """Every digest in the erasure records (16 hashes, see `feature_store.redis.privacy`)."""

@@ -19,14 +19,82 @@ _NOW = """local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+
+#: The dedup window of a customer (`rp:{<c>}:d`), format 2: a hash of time buckets, each field
+#: the bucket's expiry (Unix ms, a multiple of an eighth of the window, rounded up) and each
+#: value the 8-byte digests (the first 8 bytes of the SHA-1 of the event id) of the ids
+#: accepted into it, concatenated. An id is remembered from its acceptance until its bucket
+#: expires: at least the window, at most an eighth more. Format 1 (a sorted set, event id ->
+#: expiry) is read too, and rewritten as buckets by the next write.
+_DEDUP = """local function dedup_digest(id)
+  return (redis.sha1hex(id):sub(1, 16):gsub('..', function(pair)
+    return string.char(tonumber(pair, 16))
+  end))
+end
+local function dedup_live(key, now)
+  local live = {}
+  if redis.call('TYPE', key).ok == 'zset' then
+    for _, id in ipairs(redis.call('ZRANGE', key, '(' .. now, '+inf', 'BYSCORE')) do
+      live[dedup_digest(id)] = true
+    end
+    return live
+  end
+  local buckets = redis.call('HGETALL', key)
+  for i = 1, #buckets, 2 do
+    if tonumber(buckets[i]) > now then
+      local blob = buckets[i + 1]
+      for j = 1, #blob, 8 do
+        live[blob:sub(j, j + 7)] = true
+      end
+    end
+  end
+  return live
+end
+local function dedup_add(key, now, additions)
+  if redis.call('TYPE', key).ok == 'zset' then
+    local old = redis.call('ZRANGE', key, '(' .. now, '+inf', 'BYSCORE', 'WITHSCORES')
+    redis.call('DEL', key)
+    for i = 1, #old, 2 do
+      additions[#additions + 1] = {old[i + 1], dedup_digest(old[i])}
+    end
+  end
+  local fields = redis.call('HKEYS', key)
+  local latest = 0
+  for _, field in ipairs(fields) do
+    if tonumber(field) <= now then
+      redis.call('HDEL', key, field)
+    elseif tonumber(field) > latest then
+      latest = tonumber(field)
+    end
+  end
+  for _, addition in ipairs(additions) do
+    local expiry = tonumber(addition[1])
+    if expiry > now then
+      local field = string.format('%d', expiry)
+      redis.call('HSET', key, field, (redis.call('HGET', key, field) or '') .. addition[2])
+      if expiry > latest then
+        latest = expiry
+      end
+    end
+  end
+  if latest > 0 then
+    redis.call('PEXPIREAT', key, latest)
+  end
+end
+local function dedup_bucket(now, window)
+  local width = math.ceil(window / 8)
+  return math.ceil((now + window) / width) * width
+end
+"""
+
 #: KEYS: profile, dedup, alias, pending. ARGV: event ids.
 #: Returns {stored profile or nil, {1 if the id is in the dedup window else 0, ...},
 #: the customer it was merged into or nil, {customers being merged into it}}.
 READ_FOR_UPDATE = f"""#!lua flags=no-writes
-{_NOW}local known = {{}}
+{_NOW}{_DEDUP}local live = dedup_live(KEYS[2], now)
+local known = {{}}
 for i, event_id in ipairs(ARGV) do
-  local expiry = redis.call('ZSCORE', KEYS[2], event_id)
-  known[i] = (expiry and tonumber(expiry) > now) and 1 or 0
+  known[i] = live[dedup_digest(event_id)] and 1 or 0
 end
 return {{redis.call('GET', KEYS[1]), known, redis.call('GET', KEYS[3]),
   redis.call('SMEMBERS', KEYS[4])}}
@@ -52,9 +120,9 @@ local version = current and redis.sha1hex(current) or ''
 if version ~= ARGV[1] then
   return 0
 end
-{_NOW}for i = 6, #ARGV, 3 do
-  local expiry = redis.call('ZSCORE', KEYS[3], ARGV[i])
-  if expiry and tonumber(expiry) > now then
+{_NOW}{_DEDUP}local live = dedup_live(KEYS[3], now)
+for i = 6, #ARGV, 3 do
+  if live[dedup_digest(ARGV[i])] then
     return 0
   end
 end
@@ -68,14 +136,13 @@ end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[1], ARGV[2])
 end
-local expiry = now + tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local digests = {{}}
 for i = 6, #ARGV, 3 do
-  redis.call('ZADD', KEYS[3], expiry, ARGV[i])
+  digests[#digests + 1] = dedup_digest(ARGV[i])
   redis.call('RPUSH', KEYS[2], ARGV[i + 1])
 end
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-redis.call('PEXPIREAT', KEYS[3], expiry)
+dedup_add(KEYS[3], now, {{{{dedup_bucket(now, tonumber(ARGV[3])), table.concat(digests)}}}})
 return 1
 """
 
@@ -171,23 +238,43 @@ end
 return {'moved'}
 """
 
-#: KEYS: the 6 outgoing keys. Returns {profile or nil, {log entries}, {dedup id, expiry, ...},
-#: {identity references}, {decision id, expiry, ...}, {merged customers}}.
-READ_OUTGOING = """#!lua flags=no-writes
-return {redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
-  redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'), redis.call('SMEMBERS', KEYS[4]),
-  redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES'), redis.call('SMEMBERS', KEYS[6])}
+#: KEYS: the 6 outgoing keys. Returns {profile or nil, {log entries}, {dedup bucket expiry,
+#: its digests in hex, ...}, {identity references}, {decision id, expiry, ...}, {merged
+#: customers}}.
+READ_OUTGOING = f"""#!lua flags=no-writes
+{_DEDUP}local buckets = {{}}
+local function hex(blob)
+  return (blob:gsub('.', function(c) return string.format('%02x', c:byte()) end))
+end
+if redis.call('TYPE', KEYS[3]).ok == 'zset' then
+  local old = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+  for i = 1, #old, 2 do
+    buckets[#buckets + 1] = old[i + 1]
+    buckets[#buckets + 1] = hex(dedup_digest(old[i]))
+  end
+else
+  local stored = redis.call('HGETALL', KEYS[3])
+  for i = 1, #stored, 2 do
+    buckets[#buckets + 1] = stored[i]
+    buckets[#buckets + 1] = hex(stored[i + 1])
+  end
+end
+return {{redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), buckets,
+  redis.call('SMEMBERS', KEYS[4]), redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES'),
+  redis.call('SMEMBERS', KEYS[6])}}
 """
 
 #: KEYS: the survivor's profile, events, dedup, identities, decisions, merged, pending, alias.
 #: ARGV: expected version (as COMMIT), merged profile ('' to keep), the absorbed customer, event
-#: log cap, JSON {"dedup": [[id, expiry]], "decisions": [[id, expiry]], "identities": [...],
+#: log cap, JSON {"dedup": [[bucket expiry, hex digests]], "decisions": [[id, expiry]],
+#: "identities": [...],
 #: "merged": [...]}, then the absorbed log's (event id, entry) pairs, oldest first.
 #: Returns 1 when applied, 2 if there is nothing to apply (applied before: the absorbed customer
 #: is in the merged set; or the intent was withdrawn), 0 on a conflict. The intent stays
 #: pending until the caller has deleted the outgoing keys. Entries whose id the survivor holds
 #: in its dedup window are not logged twice.
 MERGE_IN = f"""#!lua
+{_DEDUP}
 if redis.call('SISMEMBER', KEYS[6], ARGV[3]) == 1 or redis.call('SISMEMBER', KEYS[7], ARGV[3]) == 0
 then
   return 2
@@ -209,14 +296,20 @@ local function add_scored(key, pairs)
     redis.call('PEXPIREAT', key, latest[2])
   end
 end
+local live = dedup_live(KEYS[3], now)
 for i = 6, #ARGV, 2 do
-  local expiry = redis.call('ZSCORE', KEYS[3], ARGV[i])
-  if not (expiry and tonumber(expiry) > now) then
+  if not live[dedup_digest(ARGV[i])] then
     redis.call('RPUSH', KEYS[2], ARGV[i + 1])
   end
 end
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-add_scored(KEYS[3], moved.dedup)
+local additions = {{}}
+for _, bucket in ipairs(moved.dedup) do
+  additions[#additions + 1] = {{bucket[1], (bucket[2]:gsub('..', function(pair)
+    return string.char(tonumber(pair, 16))
+  end))}}
+end
+dedup_add(KEYS[3], now, additions)
 add_scored(KEYS[5], moved.decisions)
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[1], ARGV[2])
@@ -293,6 +386,54 @@ for i = 5, #KEYS do
   removed = removed + redis.call('DEL', KEYS[i])
 end
 return removed
+"""
+
+#: KEYS: the customer's event list, its event-log index, its decision-log index. ARGV: the
+#: highest seq exported of the customer's log shard in the event log, the same in the
+#: decision log, then the ids of the exported events that belong in this list.
+#: Drops what the offline store now holds: those events from the list, the seqs up to the
+#: floors from the indexes. Returns how many events were dropped.
+FORGET_EXPORTED = """#!lua
+local exported = {}
+for i = 3, #ARGV do
+  exported[ARGV[i]] = true
+end
+local dropped = 0
+if #ARGV > 2 then
+  local kept = {}
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local ok, fields = pcall(cjson.decode, entry)
+    if ok and exported[fields[1]] then
+      dropped = dropped + 1
+    else
+      kept[#kept + 1] = entry
+    end
+  end
+  if dropped > 0 then
+    redis.call('DEL', KEYS[1])
+    for first = 1, #kept, 500 do
+      redis.call('RPUSH', KEYS[1], unpack(kept, first, math.min(first + 499, #kept)))
+    end
+  end
+end
+local floor = tonumber(ARGV[1])
+while floor > 0 do
+  local head = redis.call('LINDEX', KEYS[2], 0)
+  if not head or tonumber(head) > floor then
+    break
+  end
+  redis.call('LPOP', KEYS[2])
+end
+floor = tonumber(ARGV[2])
+if floor > 0 then
+  local seqs = redis.call('HGETALL', KEYS[3])
+  for i = 1, #seqs, 2 do
+    if tonumber(seqs[i + 1]) <= floor then
+      redis.call('HDEL', KEYS[3], seqs[i])
+    end
+  end
+end
+return dropped
 """
 
 #: KEYS: a lease. ARGV: its holder's token. Releases it if still held by that holder.
@@ -379,6 +520,7 @@ NAMES = (
     "REPOINT_ALIAS",
     "FORGET_IDENTITY",
     "FORGET_CUSTOMER",
+    "FORGET_EXPORTED",
     "RELEASE",
     "ORDER_LOG",
     "READ_LOG_ORDER",

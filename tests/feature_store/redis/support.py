@@ -18,6 +18,8 @@ from engine.events import Event
 from engine.identity import HashedIdentity
 from feature_store.base import AppendStatus
 from feature_store.errors import StoreUnavailable
+from feature_store.redis.codec import encode_log_entry
+from feature_store.redis.ingest import CustomerBatch, Stored, Update
 from feature_store.redis.store import RedisStore, RedisStoreConfig
 from tests.feature_store.contract import (
     CONFIG,
@@ -124,3 +126,19 @@ def apply_retrying(store: RedisStore, events: list[Event]) -> list[AppendStatus]
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def read_for_update(store: RedisStore, customer_id: str, event_ids: list[str]) -> Stored:
+    """The first step of the store's update of one customer (`feature_store.redis.ingest`)."""
+    [stored] = store._ingest.read([(customer_id, event_ids)])
+    return stored
+
+
+def commit(
+    store: RedisStore, customer_id: str, stored: bytes | None, update: Update, events: list[Event]
+) -> bool:
+    """The commit step of the store's update of one customer, on the profile `stored`."""
+    entries = [encode_log_entry(event) for event in events]
+    batch = CustomerBatch(customer_id, list(range(len(events))), events, entries)
+    [committed] = store._ingest.commit([(batch, stored, update)])
+    return committed

@@ -13,9 +13,8 @@ from engine.profile import Profile
 from feature_store.errors import StoreUnavailable
 from feature_store.redis.codec import (
     decode_document,
-    encode_log_entry,
 )
-from feature_store.redis.store import _fold_new_events
+from feature_store.redis.ingest import fold_new_events
 from tests.feature_store.contract import (
     ACCEPTED,
     CONFIG,
@@ -29,6 +28,8 @@ from tests.feature_store.redis.support import (
     CONTRACT_LOG_CAP,
     Target,
     apply_retrying,
+    commit,
+    read_for_update,
     standalone,
 )
 from tests.feature_store.redis_servers import RedisServer
@@ -44,16 +45,15 @@ def test_a_commit_based_on_an_outdated_read_writes_nothing(target: Target) -> No
     # prepared from the earlier read is refused and nothing of it is written.
     with closing(target.store()) as store, closing(target.store()) as other:
         store.apply_events([withdrawal("e-0")])
-        read = store._read_for_update("cust-1", ["e-1"])
+        read = read_for_update(store, "cust-1", ["e-1"])
         stale = read.profile
         other.apply_events([contact("e-2", "sms", at=T0 + timedelta(hours=2))])
         before = profile_json(store, "cust-1")
         late = [withdrawal("e-1", at=T0 + timedelta(hours=1))]
         profile = None if stale is None else Profile.model_validate_json(decode_document(stale))
-        update = _fold_new_events(profile, late, read.known, CONFIG)
-        entries = [encode_log_entry(event) for event in late]
+        update = fold_new_events(profile, late, read.known, CONFIG)
 
-        assert not store._commit("cust-1", stale, update, late, entries)
+        assert not commit(store, "cust-1", stale, update, late)
 
         assert profile_json(store, "cust-1") == before
         assert [e.event_id for e in store.customer_events("cust-1")] == ["e-0", "e-2"]

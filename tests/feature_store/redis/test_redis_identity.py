@@ -6,6 +6,7 @@ import json
 import threading
 from contextlib import closing
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,11 +16,12 @@ from engine.events import Event
 from engine.identity import HashedIdentity, Identity, IdentityType, customer_digest
 from engine.profile import Profile
 from feature_store.base import AppendStatus
+from feature_store.offline.export import OfflineStore, complete_export
 from feature_store.redis.codec import (
     decode_document,
-    encode_log_entry,
 )
-from feature_store.redis.store import RedisStore, _fold_new_events
+from feature_store.redis.ingest import RedisIngest, fold_new_events
+from feature_store.redis.store import RedisStore
 from tests.feature_store.contract import (
     ACCEPTED,
     CONFIG,
@@ -38,8 +40,10 @@ from tests.feature_store.redis.support import (
     Target,
     apply_retrying,
     cluster,
+    commit,
     history,
     link_retrying,
+    read_for_update,
     restamped,
 )
 from tests.feature_store.redis_servers import LocalCluster
@@ -187,12 +191,11 @@ def test_a_commit_read_before_the_customer_was_merged_writes_nothing(target: Tar
         store.link_identities([_card("cust-a")], "cust-a", at=T0)
         store.link_identities([_card("cust-b")], "cust-b", at=T0)
         late = [contact("b-1", "sms", customer_id="cust-b")]
-        read = store._read_for_update("cust-b", ["b-1"])
+        read = read_for_update(store, "cust-b", ["b-1"])
         store.link_identities([_card("cust-a"), _card("cust-b")], None, at=T0)
 
-        update = _fold_new_events(None, late, read.known, CONFIG)
-        entries = [encode_log_entry(late[0])]
-        assert not store._commit("cust-b", read.profile, update, late, entries)
+        update = fold_new_events(None, late, read.known, CONFIG)
+        assert not commit(store, "cust-b", read.profile, update, late)
 
         assert store.apply_events(late) == [ACCEPTED]  # the normal path follows the alias
         assert [e.event_id for e in store.customer_events("cust-a")] == ["a-0", "b-1"]
@@ -208,13 +211,12 @@ def test_a_commit_read_before_a_merge_into_the_customer_began_writes_nothing(
             [withdrawal("a-0", customer_id="cust-a"), contact("b-0", "sms", customer_id="cust-b")]
         )
         resent = [contact("b-0", "sms", customer_id="cust-a")]
-        read = store._read_for_update("cust-a", ["b-0"])
+        read = read_for_update(store, "cust-a", ["b-0"])
         store._identities._intend("cust-b", "cust-a")  # a link is under way
 
         stale = Profile.model_validate_json(decode_document(read.profile or b""))
-        update = _fold_new_events(stale, resent, read.known, CONFIG)
-        entries = [encode_log_entry(resent[0])]
-        assert not store._commit("cust-a", read.profile, update, resent, entries)
+        update = fold_new_events(stale, resent, read.known, CONFIG)
+        assert not commit(store, "cust-a", read.profile, update, resent)
 
         assert store.apply_events(resent) == [DUPLICATE]  # after completing the merge
         profile = store.read_profile("cust-a")
@@ -367,14 +369,20 @@ class _ErasingBeforeCommit(RedisStore):
 
     def __init__(self, eraser: RedisStore, target: Target) -> None:
         super().__init__(CONFIG, target.config(), prior_ttl_seconds=0.0)
+        self._ingest = _ErasingIngest(self._ingest, eraser)
+
+
+class _ErasingIngest(RedisIngest):
+    def __init__(self, ingest: RedisIngest, eraser: RedisStore) -> None:
+        super().__init__(ingest.access, ingest.identities, ingest.privacy)
         self.eraser = eraser
         self.erased = False
 
-    def _commit(self, *args: Any) -> bool:
+    def commit(self, *args: Any) -> list[bool]:
         if not self.erased:
             self.erased = True
             self.eraser.erase_customer("cust-1")
-        return super()._commit(*args)
+        return super().commit(*args)
 
 
 def test_decisions_are_indexed_only_under_customers_the_store_holds(
@@ -393,3 +401,26 @@ def test_decisions_are_indexed_only_under_customers_the_store_holds(
         assert export.customer_id == "cust-a"
         assert [d.decision_id for d in export.decisions] == ["dec-b"]
         assert store.read_decision("dec-anon") is not None  # logged, only not indexed
+
+
+def test_an_exported_merged_history_leaves_the_survivor_and_is_exported_whole(
+    target: Target, raw: RawClient, tmp_path: Path
+) -> None:
+    with closing(target.store()) as store:
+        a, b = (
+            _on_two_nodes(target.raw(), store)
+            if target.type == "redis+cluster"
+            else ("cust-a", "cust-b")
+        )
+        history = _merge_two_customers(store, a, b, 3)
+        offline = OfflineStore(tmp_path / "offline")
+        offline.export(store)
+        offline.export(store)  # acknowledges the first run: trimmed online
+
+        assert store.customer_events(a) == []
+        export = store.export_customer(b)
+        assert export is not None
+        complete = complete_export(export, offline)
+        assert complete.customer_id == a
+        assert {e.event_id for e in complete.events} == {e.event_id for e in history}
+        assert {e.customer_id for e in complete.events} == {a}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from contextlib import closing
@@ -12,11 +13,11 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from feature_store.base import AppendStatus
 from feature_store.keys import CLUSTER_SLOTS, cluster_slot, slot_tag
 from feature_store.redis.codec import (
     encode_document,
 )
+from feature_store.redis.ingest import RedisIngest
 from feature_store.redis.store import RedisStore
 from tests.feature_store.contract import (
     ACCEPTED,
@@ -68,8 +69,15 @@ def test_an_event_is_in_the_log_once_committed_whatever_happens_to_the_writer_af
 class _DyingAfterCommit(RedisStore):
     def __init__(self, target: Target) -> None:
         super().__init__(CONFIG, target.config(), prior_ttl_seconds=0.0)
+        self._ingest = _DyingIngest(self._ingest)
 
-    def _after_commit(self, *args: Any) -> list[AppendStatus]:
+
+class _DyingIngest(RedisIngest):
+    def __init__(self, ingest: RedisIngest) -> None:
+        super().__init__(ingest.access, ingest.identities, ingest.privacy)
+
+    def commit(self, *args: Any) -> list[bool]:
+        super().commit(*args)
         raise _WriterDied
 
 
@@ -235,8 +243,9 @@ def test_after_the_window_only_the_profile_ring_catches_a_resend(
         began = time.time()  # the server runs on this host: the same clock
         store.apply_events([withdrawal("e-1")])
         dedup = store.keys.customer("cust-1").dedup
-        assert raw.zscore(dedup, "e-1") is not None
-        assert 0 < raw.pttl(dedup) <= window * 1000  # set to expire with the window
+        assert _digest("e-1") in _dedup_digests(raw, dedup)
+        # The hash expires with its latest bucket: the window and at most an eighth more.
+        assert 0 < raw.pttl(dedup) <= window * 1000 * 9 / 8
 
         wait_until(lambda: raw.exists(dedup) == 0, what="the dedup window's expiry")
 
@@ -263,20 +272,54 @@ def test_ids_past_the_window_are_pruned_by_the_next_update(target: Target, raw: 
         dedup = store.keys.customer("cust-1").dedup
         store.apply_events([withdrawal("e-1")])
         long_lived.apply_events([withdrawal("e-2", at=T0 + timedelta(hours=1))])
-        e1_expiry_ms = raw.zscore(dedup, "e-1")
+        e1_expiry_ms = _dedup_digests(raw, dedup).get(_digest("e-1"))
         assert e1_expiry_ms is not None  # within its window when e-2 was committed
-        assert raw.pttl(dedup) > short * 1000  # the set lives as long as its latest id
+        assert raw.pttl(dedup) > short * 1000  # the hash lives as long as its latest bucket
 
         wait_until(lambda: time.time() * 1000 > e1_expiry_ms + 1, what="e-1's window to pass")
 
-        assert raw.zscore(dedup, "e-1") is not None  # past its window, but nothing pruned yet
+        # Past its window, but nothing pruned yet.
+        assert _digest("e-1") in _dedup_digests(raw, dedup)
         before_ms = time.time() * 1000
         store.apply_events([withdrawal("e-3", at=T0 + timedelta(hours=2))])
 
-        remaining = dict(raw.zrange(dedup, 0, -1, withscores=True))
+        remaining = _dedup_digests(raw, dedup)
         ttl_ms = raw.pttl(dedup)
 
-    assert set(remaining) == {b"e-2", b"e-3"}  # e-1 pruned, e-2 (600 s) kept
-    # The commit kept only ids whose expiry was still ahead of it.
+    # e-1 pruned; e-2 (600 s) and e-3 kept.
+    assert set(remaining) == {_digest("e-2"), _digest("e-3")}
+    # The commit kept only buckets whose expiry was still ahead of it.
     assert all(expiry > before_ms - 1 for expiry in remaining.values())
-    assert 0 < ttl_ms <= short * 1000  # the set expires with its latest id
+    assert short * 1000 < ttl_ms <= 600 * 1000 * 9 / 8  # it expires with e-2's bucket
+
+
+def test_a_dedup_window_of_the_first_format_is_read_and_rewritten_as_buckets(
+    target: Target, raw: RawClient
+) -> None:
+    # Format 1 (a sorted set of event ids -> expiry, Unix ms), as an older version wrote it.
+    with closing(target.store()) as store:
+        dedup = store.keys.customer("cust-1").dedup
+        store.apply_events([withdrawal("e-0")])
+        raw.delete(dedup)
+        raw.zadd(dedup, {"e-0": time.time() * 1000 + 60_000})
+
+        assert store.apply_events([withdrawal("e-0")]) == [DUPLICATE]
+        assert store.apply_events([withdrawal("e-1", at=T0 + timedelta(hours=1))]) == [ACCEPTED]
+
+        assert raw.type(dedup) == b"hash"
+        assert {_digest("e-0"), _digest("e-1")} <= set(_dedup_digests(raw, dedup))
+        assert store.apply_events([withdrawal("e-0")]) == [DUPLICATE]
+
+
+def _digest(event_id: str) -> bytes:
+    """How the dedup window remembers an event id: 8 bytes of its SHA-1."""
+    return hashlib.sha1(event_id.encode(), usedforsecurity=False).digest()[:8]
+
+
+def _dedup_digests(raw: RawClient, key: str) -> dict[bytes, float]:
+    """The digests in a customer's dedup window, each with its bucket's expiry (Unix ms)."""
+    found: dict[bytes, float] = {}
+    for expiry, blob in raw.hgetall(key).items():
+        for start in range(0, len(blob), 8):
+            found[bytes(blob[start : start + 8])] = float(expiry)
+    return found
