@@ -2,11 +2,12 @@
 
 Memory is paid per customer, so the encodings are compact but stay plain JSON underneath:
 
-* documents (profiles, decisions): the model's JSON, zlib-compressed when it is at least
-  `compress_min_bytes` long and compression makes it smaller. The first byte tells them apart:
-  JSON starts with `{`, a zlib stream with `x` (0x78). A demo profile is ~9.0 kB of JSON and
-  ~2.7 kB compressed. Fields equal to their defaults are kept: leaving them out would save
-  another 3% only, and would silently change stored profiles whenever a default changes.
+* profiles: the compact binary form of `feature_store.profile_codec` (a versioned msgpack
+  array), zlib-compressed when it is at least `compress_min_bytes` long and compression makes
+  it smaller. Profiles of earlier versions (JSON, maybe compressed) are still read, and the
+  next update rewrites them.
+* decisions: the model's JSON, compressed the same way. The first byte tells the forms apart:
+  JSON starts with `{`, a zlib stream with `x` (0x78), msgpack with an array header.
 * event log entries: a JSON array `[event_id, touchpoint, channel, type, occurred_at,
   attributes]`, without the customer id (the key holds it): ~110 bytes for a demo event
   against ~210 for the event's JSON object. A future format would start with another byte
@@ -23,6 +24,7 @@ from typing import Any
 
 from engine.events import Event
 from engine.profile import Profile
+from feature_store import profile_codec
 from feature_store.errors import StoreError
 
 #: zlib's default level: within 1% of level 9 on profiles, and a few tens of microseconds.
@@ -61,15 +63,24 @@ def decode_document(stored: bytes) -> bytes:
 
 
 def encode_profile(profile: Profile, compress_min_bytes: int) -> bytes:
-    """The profile as stored. The one place that chooses its encoding: switching to the
-    compact binary form (`feature_store.profile_codec`) is this line and `decode_profile`'s
-    (which must keep reading this form: its first byte is `{` or `x`)."""
-    return encode_document(profile.model_dump_json(), compress_min_bytes)
+    """The profile as stored: its compact binary form (`feature_store.profile_codec`, a msgpack
+    array whose first byte is never `{` or `x`), zlib-compressed when that is smaller."""
+    raw = profile_codec.encode_profile(profile)
+    if len(raw) < compress_min_bytes:
+        return raw
+    compressed = zlib.compress(raw, _ZLIB_LEVEL)
+    return compressed if len(compressed) < len(raw) else raw
 
 
 def decode_profile(stored: bytes) -> Profile:
-    """The profile of its stored bytes, whichever encoding of `encode_profile` wrote them."""
-    return Profile.model_validate_json(decode_document(stored))
+    """The profile of its stored bytes, whichever encoding wrote them: the binary form, or the
+    JSON one of earlier versions (either maybe compressed), which the next update rewrites."""
+    if stored[:1] == b"x":
+        try:
+            stored = zlib.decompress(stored)
+        except zlib.error as exc:
+            raise CorruptValue(f"a stored profile does not decompress: {exc}") from exc
+    return profile_codec.decode_profile(stored)
 
 
 def profile_version(stored: bytes | None) -> str:

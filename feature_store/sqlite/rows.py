@@ -27,6 +27,7 @@ from engine.events import Event
 from engine.identity import HashedIdentity, LinkedIdentity, customer_digest
 from engine.merge import merge
 from engine.profile import Profile
+from feature_store import profile_codec
 from feature_store.base import CustomerExport, IdentityLink, LogPage, LogRecord, LogTable
 from feature_store.errors import CustomerErased
 
@@ -223,13 +224,16 @@ def is_erased(db: sqlite3.Connection, customer_id: str) -> bool:
     return db.execute(query, (digest,)).fetchone() is not None
 
 
-def encode_profile(profile: Profile) -> str:
-    """The stored form of a profile. The one place to change it (with a migration)."""
-    return profile.model_dump_json()
+def encode_profile(profile: Profile) -> bytes:
+    """The stored form of a profile: the compact binary form of `feature_store.profile_codec`
+    (a BLOB)."""
+    return profile_codec.encode_profile(profile)
 
 
 def decode_profile(body: str | bytes) -> Profile:
-    return Profile.model_validate_json(body)
+    """A stored profile: the binary form, or the JSON text of earlier versions (rewritten in
+    the binary form at the customer's next update)."""
+    return profile_codec.decode_profile(body.encode() if isinstance(body, str) else body)
 
 
 def read_profile(db: sqlite3.Connection, customer_id: str) -> Profile | None:

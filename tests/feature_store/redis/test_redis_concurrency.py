@@ -9,10 +9,9 @@ from datetime import timedelta
 import pytest
 
 from engine.config import EngineConfig
-from engine.profile import Profile
 from feature_store.errors import StoreUnavailable
 from feature_store.redis.codec import (
-    decode_document,
+    decode_profile,
 )
 from feature_store.redis.ingest import fold_new_events
 from tests.feature_store.contract import (
@@ -50,7 +49,7 @@ def test_a_commit_based_on_an_outdated_read_writes_nothing(target: Target) -> No
         other.apply_events([contact("e-2", "sms", at=T0 + timedelta(hours=2))])
         before = profile_json(store, "cust-1")
         late = [withdrawal("e-1", at=T0 + timedelta(hours=1))]
-        profile = None if stale is None else Profile.model_validate_json(decode_document(stale))
+        profile = None if stale is None else decode_profile(stale)
         update = fold_new_events(profile, late, read.known, CONFIG)
 
         assert not commit(store, "cust-1", stale, update, late)

@@ -14,11 +14,10 @@ import pytest
 from engine.config import EngineConfig
 from engine.events import Event
 from engine.identity import HashedIdentity, Identity, IdentityType, customer_digest
-from engine.profile import Profile
 from feature_store.base import AppendStatus
 from feature_store.offline.export import OfflineStore, complete_export
 from feature_store.redis.codec import (
-    decode_document,
+    decode_profile,
 )
 from feature_store.redis.ingest import RedisIngest, fold_new_events
 from feature_store.redis.store import RedisStore
@@ -214,7 +213,7 @@ def test_a_commit_read_before_a_merge_into_the_customer_began_writes_nothing(
         read = read_for_update(store, "cust-a", ["b-0"])
         store._identities._intend("cust-b", "cust-a")  # a link is under way
 
-        stale = Profile.model_validate_json(decode_document(read.profile or b""))
+        stale = decode_profile(read.profile or b"")
         update = fold_new_events(stale, resent, read.known, CONFIG)
         assert not commit(store, "cust-a", read.profile, update, resent)
 

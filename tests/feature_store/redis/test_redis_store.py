@@ -11,6 +11,7 @@ import pytest
 
 from feature_store.redis.codec import (
     decode_log_entry,
+    decode_profile,
 )
 from tests.feature_store.contract import (
     DUPLICATE,
@@ -87,9 +88,13 @@ def test_the_profile_is_compressed_and_the_log_is_compact(target: Target, raw: R
         keys = store.keys.customer("cust-1")
         stored_profile = raw.get(keys.profile)
         entries = raw.lrange(keys.events, 0, -1)
+        store_profile = store.read_profile("cust-1")
 
-    assert stored_profile[:1] == b"x"  # zlib
-    assert len(stored_profile) < len(zlib.decompress(stored_profile)) / 2
+    assert stored_profile[:1] == b"x"  # zlib, since it is smaller
+    binary = zlib.decompress(stored_profile)
+    assert binary[:1] == b"\xdc"  # the versioned msgpack array of feature_store.profile_codec
+    assert len(stored_profile) < len(binary)
+    assert decode_profile(stored_profile) == store_profile
     assert entries[0].startswith(b'["e-0","atm-0042","atm","request",')
     assert b"cust-1" not in entries[0]  # the key says whose log it is
     assert [decode_log_entry("cust-1", entry) for entry in entries] == events
