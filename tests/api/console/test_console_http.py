@@ -1,0 +1,281 @@
+"""The console over real HTTP: sign-in and out, cookies, CSRF, scopes, masking, the dry run."""
+
+from __future__ import annotations
+
+import re
+from contextlib import closing
+from datetime import UTC, datetime
+
+import httpx
+
+from api.cli.serve import DEMO_CUSTOMER
+from api.console import CONTENT_SECURITY_POLICY
+from api.console.session import SESSION_COOKIE, SESSION_SECONDS
+from api.settings import Settings
+from feature_store.base import OnlineStore
+from feature_store.credentials import Scope
+from feature_store.factory import open_credentials
+from tests.api.conftest import LiveServer, bearer, create_key
+from tests.api.console.conftest import Console, csrf_of
+
+
+def session_cookie_header(response: httpx.Response) -> str:
+    [header] = [
+        value
+        for value in response.headers.get_list("set-cookie")
+        if value.startswith(f"{SESSION_COOKIE}=")
+    ]
+    return header
+
+
+# -- sign-in and out ----------------------------------------------------------------------------
+
+
+def test_pages_redirect_to_the_sign_in_until_signed_in(console: Console) -> None:
+    answer = console.get("/console/customers/cust-demo")
+
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/login?next=/console/customers/cust-demo"
+
+
+def test_sign_in_sets_a_signed_httponly_strict_short_lived_cookie(
+    console: Console, admin_key: str
+) -> None:
+    signed_in = console.sign_in(admin_key, "/console/customers/cust-demo")
+
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"] == "/console/customers/cust-demo"
+    cookie = session_cookie_header(signed_in).lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    assert f"max-age={SESSION_SECONDS}" in cookie
+    assert "path=/console" in cookie
+    assert "secure" not in cookie  # served over http here; Secure over https
+    assert admin_key.lower() not in cookie  # the key's hash is signed, never the key
+    assert console.get("/console/customers/cust-demo").status_code == 200
+
+
+def test_a_forged_or_tampered_cookie_is_refused(console: Console, admin_key: str) -> None:
+    console.sign_in(admin_key)
+    value = console.http.cookies[SESSION_COOKIE]
+    console.http.cookies.clear()
+    console.http.cookies.set(
+        SESSION_COOKIE, value[:-2] + ("AA" if value[-2:] != "AA" else "BB"), path="/console"
+    )
+
+    assert console.get("/console/").status_code == 303
+
+
+def test_a_wrong_key_is_refused_with_the_form_again(console: Console) -> None:
+    refused = console.sign_in("rk_0123456789abcdef_" + "A" * 43)
+
+    assert refused.status_code == 401
+    assert "not valid" in refused.text
+    assert SESSION_COOKIE not in console.http.cookies
+
+
+def test_sign_out_clears_the_cookie(console: Console, admin_key: str) -> None:
+    console.sign_in(admin_key)
+    out = console.post_form("/console/logout", "/console/", {})
+
+    assert out.status_code == 303
+    assert out.headers["location"] == "/console/login"
+    assert "max-age=0" in session_cookie_header(out).lower() or "expires=" in (
+        session_cookie_header(out).lower()
+    )
+    assert console.get("/console/").status_code == 303
+
+
+def test_a_revoked_key_is_signed_out_at_once(settings: Settings, console: Console) -> None:
+    reader = create_key(settings, "revoked-reader", [Scope.CUSTOMERS_READ])
+    console.sign_in(reader)
+    assert console.get("/console/").status_code == 200
+    with closing(open_credentials(settings.store)) as credentials:
+        assert credentials.revoke("revoked-reader", at=datetime.now(UTC))
+
+    assert console.get("/console/").status_code == 303
+
+
+def test_the_next_page_is_never_another_site(console: Console, admin_key: str) -> None:
+    answer = console.sign_in(admin_key, "//evil.example.com/")
+
+    assert answer.headers["location"] == "/console/"
+
+
+# -- CSRF and scopes ----------------------------------------------------------------------------
+
+
+def test_a_form_without_the_sessions_token_is_refused(console: Console, admin_key: str) -> None:
+    console.sign_in(admin_key)
+
+    missing = console.http.post("/console/find", data={"customer_id": DEMO_CUSTOMER})
+    wrong = console.http.post("/console/find", data={"csrf": "x" * 32, "customer_id": "c"})
+    sign_in_without = console.http.post("/console/login", data={"csrf": "x", "key": admin_key})
+
+    assert missing.status_code == 400  # the token is a required field
+    assert wrong.status_code == 403
+    assert "Form refused" in wrong.text
+    assert sign_in_without.status_code == 403
+    assert (
+        console.post_form("/console/find", "/console/", {"customer_id": DEMO_CUSTOMER}).status_code
+        == 303
+    )
+
+
+def test_a_key_without_the_scope_sees_the_403_page(settings: Settings, console: Console) -> None:
+    console.sign_in(create_key(settings, "teller", [Scope.DECISIONS]))
+
+    for path, scope in [
+        ("/console/customers/cust-demo", "customers:read"),
+        ("/console/touchpoints", "customers:read"),
+        ("/console/experiments", "experiments"),
+        ("/console/models", "admin"),
+    ]:
+        page = console.get(path)
+        assert page.status_code == 403, path
+        assert "Not allowed" in page.text
+        assert f"the scope “{scope}”" in page.text
+        assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert console.get("/console/simulate").status_code == 200
+
+
+def test_every_console_page_has_the_strict_csp(console: Console, admin_key: str) -> None:
+    console.sign_in(admin_key)
+    for path in (
+        "/console/login",
+        "/console/",
+        "/console/touchpoints",
+        "/console/models",
+        "/console/experiments",
+        "/console/simulate",
+        "/console/static/console.css",
+    ):
+        answer = console.get(path)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+        assert answer.headers["x-frame-options"] == "DENY"
+    assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    assert "script-src 'none'" in CONTENT_SECURITY_POLICY
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+def test_find_by_identifier_opens_the_customer_and_shows_only_the_masked_form(
+    console: Console, admin_key: str, logged_decision_id: str
+) -> None:
+    console.sign_in(admin_key)
+    # Written differently from the linked form: normalised as the API normalises it.
+    found = console.post_form(
+        "/console/find",
+        "/console/",
+        {"identity_type": "email", "identity_value": "  ann.rossi@EXAMPLE.com "},
+    )
+    assert found.status_code == 303
+    assert found.headers["location"] == f"/console/customers/{DEMO_CUSTOMER}"
+
+    page = console.get(found.headers["location"])
+    assert page.status_code == 200
+    assert "a***@example.com" in page.text
+    assert "ann.rossi" not in page.text.lower()
+
+    unknown = console.post_form(
+        "/console/find",
+        "/console/",
+        {"identity_type": "email", "identity_value": "bob.bianchi@example.com"},
+    )
+    assert unknown.status_code == 404
+    assert "b***@example.com" in unknown.text
+    assert "bob.bianchi" not in unknown.text
+
+
+def test_the_360_shows_stated_and_learned_habits_and_links_decisions(
+    console: Console, admin_key: str, logged_decision_id: str
+) -> None:
+    console.sign_in(admin_key)
+    page = console.get(f"/console/customers/{DEMO_CUSTOMER}").text
+
+    assert "contact_channel" in page  # stated, with its source
+    assert "app-ios" in page
+    assert "cash_withdrawal" in page
+    assert "6 of the last 6" in page  # the habit's evidence
+    assert "offered" in page
+    assert f'href="/console/decisions/{logged_decision_id}"' in page
+    only_decisions = console.get(f"/console/customers/{DEMO_CUSTOMER}", params={"kind": "decision"})
+    assert only_decisions.text.count("/console/decisions/") == 1
+
+
+def test_the_customer_list_pages_through_the_api_route(
+    console: Console, admin_key: str, console_server: LiveServer
+) -> None:
+    with httpx.Client(base_url=console_server.url, headers=bearer(admin_key)) as api:
+        first = api.get("/v1/customers", params={"limit": 1})
+        assert first.status_code == 200
+        assert first.json() == {"customers": [DEMO_CUSTOMER], "next_after": None}
+        assert api.get("/v1/customers", params={"after": DEMO_CUSTOMER}).json() == {
+            "customers": [],
+            "next_after": None,
+        }
+    console.sign_in(admin_key)
+    assert f'href="/console/customers/{DEMO_CUSTOMER}"' in console.get("/console/").text
+
+
+def test_the_inspector_shows_every_candidate_and_the_atm_screen(
+    console: Console, admin_key: str, logged_decision_id: str
+) -> None:
+    console.sign_in(admin_key)
+    page = console.get(f"/console/decisions/{logged_decision_id}")
+
+    assert page.status_code == 200
+    assert "Your usual 200 EUR, no receipt?" in page.text
+    assert "Arbitration matrix" in page.text
+    rows = re.findall(r'<tr class="(returned|outranked|dropped)">', page.text)
+    assert "dropped" in rows or "outranked" in rows
+    assert console.get("/console/decisions/dec_unknown").status_code == 404
+
+
+def test_the_simulator_writes_nothing(
+    console: Console, admin_key: str, logged_decision_id: str, demo_store: OnlineStore
+) -> None:
+    before = demo_store.export_customer(DEMO_CUSTOMER)
+    logs_before = (
+        demo_store.read_log("events", 0, 1).high_water,
+        demo_store.read_log("decisions", 0, 1).high_water,
+    )
+    console.sign_in(admin_key)
+
+    page = console.post_form(
+        "/console/simulate",
+        "/console/simulate",
+        {"customer_id": DEMO_CUSTOMER, "touchpoint": "atm-0042", "channel": "atm"},
+    )
+
+    assert page.status_code == 200, page.text
+    assert "Your usual 200 EUR, no receipt?" in page.text
+    assert "With an open complaint" in page.text
+    dry_ids = set(re.findall(r"dry-run id (dry_dec_[0-9a-f]+)", page.text))
+    assert len(dry_ids) == 3
+    assert demo_store.export_customer(DEMO_CUSTOMER) == before
+    assert (
+        demo_store.read_log("events", 0, 1).high_water,
+        demo_store.read_log("decisions", 0, 1).high_water,
+    ) == logs_before
+    for dry_id in dry_ids:
+        assert demo_store.read_decision(dry_id) is None
+        assert console.get(f"/console/decisions/{dry_id}").status_code == 404
+
+
+def test_models_reload_needs_the_token_and_admin(console: Console, admin_key: str) -> None:
+    console.sign_in(admin_key)
+    reloaded = console.post_form("/console/models/reload", "/console/models", {})
+
+    assert reloaded.status_code == 303
+    assert "registered model" in console.get("/console/models?reloaded=true").text
+    assert console.http.post("/console/models/reload", data={"csrf": "no"}).status_code == 403
+
+
+def test_the_login_page_never_needs_a_session(console_server: LiveServer) -> None:
+    page = httpx.get(f"{console_server.url}/console/login")
+
+    assert page.status_code == 200
+    assert csrf_of(page.text)
