@@ -1,0 +1,96 @@
+"""Every main page of the console in a real headless Chromium: no console error, no CSP
+violation, no request to another origin, and the key figures on the page."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect
+
+from api.cli.serve import DEMO_CUSTOMER
+from api.console.session import SESSION_COOKIE
+from api.settings import Settings
+from feature_store.credentials import Scope
+from tests.api.conftest import LiveServer, create_key
+from tests.api.console.conftest import Console
+from tests.browser import Chromium, PageLoad
+
+
+def set_cookie(chromium: Chromium, url: str, name: str, value: str) -> None:
+    """Give the browser the session cookie, with the flags the console sets."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{chromium.port}/json/new?about:blank", method="PUT"
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        target = json.load(answer)
+    with connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
+        params: dict[str, Any] = {"name": name, "value": value, "url": url, "path": "/console",
+                                  "httpOnly": True, "sameSite": "Strict"}  # fmt: skip
+        socket.send(json.dumps({"id": 1, "method": "Network.setCookie", "params": params}))
+        while True:
+            message = json.loads(socket.recv(timeout=10))
+            if message.get("id") == 1:
+                assert message["result"]["success"], message
+                return
+
+
+def assert_clean(load: PageLoad, origin: str) -> None:
+    assert load.errors == [], load.errors  # console errors and CSP violations alike
+    foreign = [url for url in load.requests if not url.startswith(origin)]
+    assert foreign == [], foreign
+
+
+@pytest.fixture
+def signed_in_browser(
+    chromium: Chromium, console: Console, console_server: LiveServer, admin_key: str
+) -> Chromium:
+    assert console.sign_in(admin_key).status_code == 303
+    set_cookie(chromium, console_server.url + "/console/", SESSION_COOKIE,
+               console.http.cookies[SESSION_COOKIE])  # fmt: skip
+    return chromium
+
+
+def test_the_main_pages_load_clean_in_chromium(
+    signed_in_browser: Chromium,
+    console_server: LiveServer,
+    console: Console,
+    logged_decision_id: str,
+) -> None:
+    origin = console_server.url
+    pages = {
+        "/console/": [DEMO_CUSTOMER, "Find a customer"],
+        f"/console/customers/{DEMO_CUSTOMER}": ["cash_withdrawal", "6 of the last 6", "a***@"],
+        f"/console/decisions/{logged_decision_id}": ["Your usual 200 EUR, no receipt?"],
+        "/console/simulate?customer_id=cust-demo": ["dry run"],
+        "/console/touchpoints": ["atm-0042"],
+        "/console/experiments": ["Experiments"],
+        "/console/models": ["rapport-nba"],
+    }
+    for path, figures in pages.items():
+        load = signed_in_browser.load(origin + path, wait_for=figures[0])
+        assert_clean(load, origin)
+        for figure in figures:
+            assert figure in load.text, (path, figure)
+        assert any(url.endswith("/console/static/console.css") for url in load.requests), path
+
+
+def test_the_login_and_403_pages_load_clean_in_chromium(
+    chromium: Chromium, console_server: LiveServer, console: Console, settings: Settings
+) -> None:
+    origin = console_server.url
+    login = chromium.load(origin + "/console/login", wait_for="Sign in")
+    assert_clean(login, origin)
+    assert "API key" in login.text
+
+    console.sign_in(create_key(settings, "teller", [Scope.DECISIONS]))
+    set_cookie(chromium, origin + "/console/", SESSION_COOKIE, console.http.cookies[SESSION_COOKIE])
+    refused = chromium.load(origin + "/console/models", wait_for="Not allowed")
+    assert "needs an API key with the scope “admin”" in refused.text
+    # The browser reports the 403 of the page itself; nothing else may go wrong.
+    others = [e for e in refused.errors if not re.search(r"status of 403", e)]
+    assert others == []
+    assert [url for url in refused.requests if not url.startswith(origin)] == []
