@@ -21,6 +21,7 @@ from engine.events import Channel, Event, EventType
 from engine.fold import fold
 from engine.identity import HashedIdentity
 from engine.next_best_action import DecisionPolicy
+from engine.policy import ChannelRefusal, DropReason
 from engine.preferences import ConsentStatus, Purpose
 from engine.profile import Profile
 from engine.scoring import Scorer
@@ -118,6 +119,23 @@ def timeline(
 FACTORS = ("propensity", "value", "weight", "lever", "priority")
 
 
+#: The policy's steps, in the order they drop a candidate, as an operator reads them.
+DROP_STEPS = {
+    DropReason.NOT_VALID.value: "validity: outside the action's dates or catalogue",
+    DropReason.NOT_ELIGIBLE.value: "eligibility: the customer does not meet its conditions",
+    DropReason.SERVICE_FIRST.value: "service first: an open problem comes before sales",
+    DropReason.SUPPRESSED.value: "suppression: declined too often",
+    DropReason.COOLDOWN.value: "cooldown: shown too recently",
+    DropReason.NO_CHANNEL.value: "no channel left (see the refusals)",
+}
+CHANNEL_REFUSALS = {
+    ChannelRefusal.NO_CONSENT.value: "no consent for this purpose",
+    ChannelRefusal.QUIET_HOURS.value: "quiet hours",
+    ChannelRefusal.ACTION_CAP.value: "the action's cap is reached",
+    ChannelRefusal.FREQUENCY_CAP.value: "the contact frequency cap is reached",
+}
+
+
 @dataclass(frozen=True)
 class MatrixRow:
     action_id: str
@@ -142,9 +160,12 @@ def arbitration_matrix(decision: Decision) -> list[MatrixRow]:
             action_id=trace.action_id,
             kind=trace.kind,
             status=trace.status,
-            step=trace.dropped or trace.status,
+            step=DROP_STEPS.get(trace.dropped, trace.dropped) if trace.dropped else trace.status,
             channels=", ".join(trace.channels),
-            channel_refusals=trace.channel_refusals,
+            channel_refusals={
+                channel: CHANNEL_REFUSALS.get(why, why)
+                for channel, why in trace.channel_refusals.items()
+            },
             factors={name: trace.factors[name] for name in FACTORS if name in trace.factors},
             pick_probability=action.propensity if action else None,
             rank=action.rank if action else None,
