@@ -274,13 +274,17 @@ def simulate(
             assigner=experiments.assigner(when),
             what_if=what_if,
         )
+        decision = simulated.decision
         results.append(
-            (
-                what_if,
-                simulated,
-                views.arbitration_matrix(simulated),
-                views.touchpoint_screen(simulated),
-            )
+            {
+                "what_if": what_if,
+                "decision": decision,
+                "matrix": views.arbitration_matrix(decision),
+                "screen": views.touchpoint_screen(decision),
+                "considered": views.defaults_considered(
+                    simulated.profile, decision, _store(request).config
+                ),
+            }
         )
     form = {
         "customer_id": customer_id,

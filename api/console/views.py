@@ -19,6 +19,7 @@ from engine.decide import decide
 from engine.decision import CandidateTrace, Decision, DecisionRequest
 from engine.events import Channel, Event, EventType
 from engine.fold import fold
+from engine.habits import UsualRequest, usual_requests
 from engine.identity import HashedIdentity
 from engine.next_best_action import DecisionPolicy
 from engine.policy import ChannelRefusal, DropReason
@@ -249,6 +250,14 @@ def with_what_if(
     return fold(profile, events, config) if events else profile
 
 
+@dataclass(frozen=True)
+class Simulation:
+    """A dry-run decision and the profile it was computed on (the what-if applied)."""
+
+    decision: Decision
+    profile: Profile | None
+
+
 def simulate(
     store: ReadableStore,
     request: DecisionRequest,
@@ -259,7 +268,7 @@ def simulate(
     assigner: Assigner | None,
     what_if: WhatIf = WhatIf(),
     identity: HashedIdentity | None = None,
-) -> Decision:
+) -> Simulation:
     """The decision the touchpoint would get, computed as `api.serving.decide_for` computes
     it, without logging it or its exposures: nothing is written anywhere."""
     if identity is not None:
@@ -284,7 +293,57 @@ def simulate(
     )
     if treatment is not None:
         decision = decision.model_copy(update={"experiments": treatment.exposures})
-    return decision
+    return Simulation(decision=decision, profile=profile)
+
+
+@dataclass(frozen=True)
+class DefaultConsidered:
+    """A habit of this kind of touchpoint, and whether the decision offered it, and why."""
+
+    request: str
+    values: dict[str, Any]
+    evidence: str
+    offered: bool
+    why: str
+
+
+def defaults_considered(
+    profile: Profile | None, decision: Decision, config: EngineConfig
+) -> list[DefaultConsidered]:
+    """Every habit learned at this kind of touchpoint (and for the request asked, if any):
+    offered, suppressed after declines, or held back by the model's acceptance estimate."""
+    if profile is None:
+        return []
+    requested = decision.context.get("request")
+    habits = usual_requests(
+        profile,
+        config,
+        channel=decision.touchpoint_channel,
+        request=requested if isinstance(requested, str) else None,
+        include_suppressed=True,
+    )
+    returned = {default.request for default in decision.defaults}
+
+    def why(habit: UsualRequest) -> str:
+        if habit.request in returned:
+            return "offered"
+        if habit.suppressed:
+            return f"suppressed after {habit.declines} declines"
+        return (
+            "held back: the model estimates its acceptance below "
+            f"{config.min_default_acceptance:.0%}"
+        )
+
+    return [
+        DefaultConsidered(
+            request=habit.request,
+            values=habit.values,
+            evidence=f"{habit.matches} of the last {habit.window}",
+            offered=habit.request in returned,
+            why=why(habit),
+        )
+        for habit in habits
+    ]
 
 
 def touchpoint_screen(decision: Decision) -> list[str]:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from api.cli.serve import DEMO_CUSTOMER
 from api.console import CONTENT_SECURITY_POLICY
-from api.console.session import SESSION_COOKIE, SESSION_SECONDS
+from api.console.session import LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS
 from api.settings import Settings
+from experiments.report import CONTENT_SECURITY_POLICY as REPORT_CSP
 from feature_store.base import OnlineStore
 from feature_store.credentials import Scope
 from feature_store.factory import open_credentials
@@ -53,6 +54,22 @@ def test_sign_in_sets_a_signed_httponly_strict_short_lived_cookie(
     assert "secure" not in cookie  # served over http here; Secure over https
     assert admin_key.lower() not in cookie  # the key's hash is signed, never the key
     assert console.get("/console/customers/cust-demo").status_code == 200
+
+
+def test_the_cookie_is_secure_when_served_over_https(console: Console, admin_key: str) -> None:
+    # uvicorn trusts X-Forwarded-Proto from 127.0.0.1, as from a TLS proxy in front of it
+    form = console.get("/console/login", headers={"X-Forwarded-Proto": "https"})
+    token = csrf_of(form.text)
+    assert "; secure" in form.headers["set-cookie"].lower()
+    console.http.cookies.clear()  # httpx keeps Secure cookies for https: send it by hand
+    signed_in = console.http.post(
+        "/console/login",
+        data={"csrf": token, "key": admin_key},
+        headers={"X-Forwarded-Proto": "https", "Cookie": f"{LOGIN_COOKIE}={token}"},
+    )
+
+    assert signed_in.status_code == 303
+    assert "; secure" in session_cookie_header(signed_in).lower()
 
 
 def test_a_forged_or_tampered_cookie_is_refused(console: Console, admin_key: str) -> None:
@@ -279,3 +296,68 @@ def test_the_login_page_never_needs_a_session(console_server: LiveServer) -> Non
 
     assert page.status_code == 200
     assert csrf_of(page.text)
+
+
+def test_the_simulator_says_why_a_declined_habit_is_not_offered(
+    console: Console, admin_key: str, console_server: LiveServer
+) -> None:
+    with httpx.Client(base_url=console_server.url, headers=bearer(admin_key)) as api:
+        for _ in range(3):
+            decision = api.post(
+                "/v1/decisions",
+                json={"customer_id": DEMO_CUSTOMER, "touchpoint": "atm-0042", "channel": "atm"},
+            ).json()
+            declined = api.post(
+                "/v1/outcomes",
+                json={
+                    "decision_id": decision["decision_id"],
+                    "id": "default:cash_withdrawal",
+                    "outcome": "declined",
+                },
+            )
+            assert declined.status_code == 200, declined.text
+    console.sign_in(admin_key)
+
+    page = console.post_form(
+        "/console/simulate",
+        "/console/simulate",
+        {"customer_id": DEMO_CUSTOMER, "touchpoint": "atm-0042", "channel": "atm"},
+    ).text
+
+    assert "Defaults considered" in page
+    assert "suppressed after 3 declines" in page
+    assert "Your usual 200 EUR, no receipt?" not in page
+
+
+def test_experiments_list_and_report(
+    console: Console, admin_key: str, console_server: LiveServer
+) -> None:
+    start = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    with httpx.Client(base_url=console_server.url, headers=bearer(admin_key)) as api:
+        created = api.post(
+            "/v1/experiments",
+            json={
+                "id": "nba-holdout",
+                "hypothesis": "Personalised actions convert more than the holdout.",
+                "start": start,
+                "variants": [
+                    {"name": "holdout", "weight": 1, "personalisation": False},
+                    {"name": "personalised", "weight": 3},
+                ],
+            },
+        )
+        assert created.status_code == 201, created.text
+    console.sign_in(admin_key)
+
+    listed = console.get("/console/experiments").text
+    report = console.get("/console/experiments/nba-holdout/report")
+
+    assert "nba-holdout" in listed
+    assert "running" in listed
+    assert "holdout 25.0%" in listed
+    assert "personalised 75.0%" in listed
+    assert 'href="/console/experiments/nba-holdout/report"' in listed
+    assert report.status_code == 200
+    assert "nba-holdout" in report.text
+    assert report.headers["content-security-policy"] == REPORT_CSP  # the report's own, only
+    assert console.get("/console/experiments/nope/report").status_code == 404
