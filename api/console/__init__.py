@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.console import dashboards, pages
 from api.console.errors import install_console_errors
-from api.console.pages import router
 
 MOUNT = "/console"
 STATIC = Path(__file__).parent / "static"
@@ -69,7 +69,8 @@ def console_app(api: FastAPI) -> FastAPI:
     console = FastAPI(title="Rapport console", docs_url=None, redoc_url=None, openapi_url=None)
     console.state.api = api
     console.mount("/static", StaticFiles(directory=STATIC), name="console-static")
-    console.include_router(router)
+    console.include_router(pages.router)
+    console.include_router(dashboards.router)
     install_console_errors(console)
     console.add_middleware(SecurityHeaders)
     return console

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.console.pages import BadInstant
 from api.console.rendering import render
 from api.console.session import (
     BadCsrfToken,
@@ -86,6 +87,12 @@ def install_console_errors(console: FastAPI) -> None:
     @console.exception_handler(UnsupportedCapability)
     async def unsupported(request: Request, exc: UnsupportedCapability) -> HTMLResponse:
         return error_page(request, 501, "Not supported", "This store cannot list its customers.")
+
+    @console.exception_handler(BadInstant)
+    async def bad_instant(request: Request, exc: BadInstant) -> HTMLResponse:
+        return error_page(
+            request, 400, "Bad time", "Write the time as ISO 8601, e.g. 2026-12-04T09:30:00+01:00."
+        )
 
     @console.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> HTMLResponse:

@@ -3,18 +3,25 @@ use-cases the API routes call, and renders a template."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from api.console import views
+from api.console import simulator, views
+from api.console.deps import (
+    Csrf,
+    CustomerId,
+    Decider,
+    Reader,
+    console_store,
+    now,
+)
 from api.console.rendering import render
 from api.console.session import (
-    MissingConsoleScope,
-    Operator,
     check_csrf,
     check_key,
     check_login_token,
@@ -25,54 +32,15 @@ from api.console.session import (
     start_session,
 )
 from api.console.state import api_state
-from api.params import ID_PATTERN, CustomerIdPath, DecisionIdPath, ExperimentIdPath
+from api.params import ID_PATTERN, CustomerIdPath, DecisionIdPath
 from api.routes.customer_list import customer_page
-from api.routes.models import _served
-from api.serving import customer_view, export_customer, logged_decision, touchpoint_stats
+from api.serving import customer_view, export_customer, logged_decision
 from engine.decision import DecisionRequest
 from engine.events import Channel
 from engine.identity import Identity, IdentityType
 from experiments.assignment import ExperimentRouter
-from experiments.logs import OnlineLogs
-from experiments.offpolicy import greedy_candidate
-from experiments.registry import get_experiment, list_experiments
-from experiments.report import CONTENT_SECURITY_POLICY as REPORT_CSP
-from experiments.report import render_report
-from experiments.review import review_logged_experiment
-from feature_store.base import OnlineStore
-from feature_store.credentials import Scope
 
 router = APIRouter(include_in_schema=False)
-
-CustomerId = Annotated[str, Query(min_length=1, max_length=128, pattern=ID_PATTERN)]
-
-
-def operator_with(scope: Scope) -> Any:
-    """A page dependency: the signed-in operator, whose key must grant `scope`."""
-
-    def dependency(request: Request) -> Operator:
-        operator = current_operator(request)
-        if not operator.grants(scope):
-            raise MissingConsoleScope(scope)
-        return operator
-
-    return Depends(dependency)
-
-
-Reader = Annotated[Operator, operator_with(Scope.CUSTOMERS_READ)]
-Decider = Annotated[Operator, operator_with(Scope.DECISIONS)]
-Experimenter = Annotated[Operator, operator_with(Scope.EXPERIMENTS)]
-Admin = Annotated[Operator, operator_with(Scope.ADMIN)]
-Csrf = Annotated[str, Form(max_length=128)]
-
-
-def _store(request: Request) -> OnlineStore:
-    store: OnlineStore = api_state(request).store
-    return store
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _safe_next(path: str | None) -> str:
@@ -80,6 +48,19 @@ def _safe_next(path: str | None) -> str:
     if path and path.startswith("/console/") and not path.startswith("//") and "\\" not in path:
         return path
     return "/console/"
+
+
+class BadInstant(ValueError):
+    """A simulator time that is not ISO 8601."""
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time; one without an offset is read as UTC."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise BadInstant(text) from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 # -- sign-in ------------------------------------------------------------------------------------
@@ -137,7 +118,7 @@ def home(
     operator: Reader,
     after: Annotated[str | None, Query(max_length=128, pattern=ID_PATTERN)] = None,
 ) -> HTMLResponse:
-    page = customer_page(_store(request), after, 25)
+    page = customer_page(console_store(request), after, 25)
     return render(request, "home.html", operator, page=page, after=after, notice=None)
 
 
@@ -153,23 +134,35 @@ def find(
     """By customer id, or by an identifier normalised and digested as the API does. The raw
     identifier travels in the form body only, and only its masked form is ever shown."""
     check_csrf(operator, csrf)
-    store = _store(request)
     if customer_id.strip():
-        return RedirectResponse(f"/console/customers/{customer_id.strip()}", status_code=303)
-    try:
-        identity = Identity(type=IdentityType(identity_type), value=identity_value)
-    except (ValueError, ValidationError):
-        notice = "That is not a valid identifier of the chosen type."
+        found, notice = _valid_id(customer_id.strip())
     else:
-        secret = api_state(request).settings.identity_secret.get_secret_value().encode()
-        found = store.resolve_identity(identity.hashed(secret))
-        if found is not None:
-            return RedirectResponse(f"/console/customers/{found}", status_code=303)
-        notice = f"No customer is linked to {identity.masked()}."
-    page = customer_page(store, None, 25)
+        found, notice = _find_by_identifier(request, identity_type, identity_value)
+    if found is not None:
+        return RedirectResponse(f"/console/customers/{found}", status_code=303)
+    page = customer_page(console_store(request), None, 25)
     return render(
         request, "home.html", operator, status_code=404, page=page, after=None, notice=notice
     )
+
+
+def _valid_id(customer_id: str) -> tuple[str | None, str | None]:
+    if re.fullmatch(ID_PATTERN, customer_id) and len(customer_id) <= 128:
+        return customer_id, None
+    return None, "A customer id has letters, digits and . _ : @ - only."
+
+
+def _find_by_identifier(request: Request, kind: str, value: str) -> tuple[str | None, str | None]:
+    """The customer linked to the identifier, or why there is none (naming it masked only)."""
+    try:
+        identity = Identity(type=IdentityType(kind), value=value)
+    except (ValueError, ValidationError):
+        return None, "That is not a valid identifier of the chosen type."
+    secret = api_state(request).settings.identity_secret.get_secret_value().encode()
+    found = console_store(request).resolve_identity(identity.hashed(secret))
+    if found is None:
+        return None, f"No customer is linked to {identity.masked()}."
+    return found, None
 
 
 @router.get("/customers/{customer_id}")
@@ -180,8 +173,8 @@ def customer(
     kind: Annotated[str | None, Query(max_length=32)] = None,
     channel: Annotated[str | None, Query(max_length=32)] = None,
 ) -> HTMLResponse:
-    store = _store(request)
-    view = customer_view(store, customer_id, at=_now())
+    store = console_store(request)
+    view = customer_view(store, customer_id, at=now())
     export = export_customer(store, customer_id)
     rows = views.timeline(export, kind=kind or None, channel=channel or None)
     latest = next((d for d in reversed(export.decisions)), None)
@@ -203,7 +196,7 @@ def customer(
 
 @router.get("/decisions/{decision_id}")
 def decision(request: Request, operator: Reader, decision_id: DecisionIdPath) -> HTMLResponse:
-    logged = logged_decision(_store(request), decision_id)
+    logged = logged_decision(console_store(request), decision_id)
     return render(
         request,
         "decision.html",
@@ -245,7 +238,7 @@ def simulate(
     """A dry run: `views.simulate` only reads the store (see its docstring)."""
     check_csrf(operator, csrf)
     state = api_state(request)
-    when = datetime.fromisoformat(at).astimezone(UTC) if at.strip() else _now()
+    when = _instant(at) if at.strip() else now()
     question = DecisionRequest(
         customer_id=customer_id,
         touchpoint=touchpoint,
@@ -261,12 +254,12 @@ def simulate(
     )
     results = []
     for what_if in (
-        views.WhatIf(),
-        views.WhatIf(open_complaint=True),
-        views.WhatIf(marketing_revoked=True),
+        simulator.WhatIf(),
+        simulator.WhatIf(open_complaint=True),
+        simulator.WhatIf(marketing_revoked=True),
     ):
-        simulated = views.simulate(
-            _store(request),
+        simulated = simulator.simulate(
+            console_store(request),
             question,
             at=when,
             policy=state.decision_policy,
@@ -281,8 +274,8 @@ def simulate(
                 "decision": decision,
                 "matrix": views.arbitration_matrix(decision),
                 "screen": views.touchpoint_screen(decision),
-                "considered": views.defaults_considered(
-                    simulated.profile, decision, _store(request).config
+                "considered": simulator.defaults_considered(
+                    simulated.profile, decision, console_store(request).config
                 ),
             }
         )
@@ -296,92 +289,3 @@ def simulate(
     return render(
         request, "simulate.html", operator, channels=views.channels(), form=form, results=results
     )
-
-
-# -- dashboards ---------------------------------------------------------------------------------
-
-TOUCHPOINT_SORTS = ("touchpoint", "volume", "feedback", "nps", "complaint_rate")
-PAGE = 25
-
-
-@router.get("/touchpoints")
-def touchpoints(
-    request: Request,
-    operator: Reader,
-    sort: str = "volume",
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> HTMLResponse:
-    report = touchpoint_stats(_store(request))
-    key = sort if sort in TOUCHPOINT_SORTS else "volume"
-    ordered = sorted(
-        report,
-        key=lambda s: (
-            (getattr(s, key) is None, getattr(s, key) or 0)
-            if key != "touchpoint"
-            else (False, s.touchpoint)
-        ),
-        reverse=key != "touchpoint",
-    )
-    if key != "touchpoint":  # None (no feedback) last whatever the direction
-        ordered = [s for s in ordered if getattr(s, key) is not None] + [
-            s for s in ordered if getattr(s, key) is None
-        ]
-    page = ordered[offset : offset + PAGE]
-    busiest = max((s.volume for s in report), default=0) or 1
-    return render(
-        request,
-        "touchpoints.html",
-        operator,
-        page=page,
-        total=len(report),
-        sort=key,
-        sorts=TOUCHPOINT_SORTS,
-        offset=offset,
-        page_size=PAGE,
-        busiest=busiest,
-    )
-
-
-@router.get("/experiments")
-def experiments(request: Request, operator: Experimenter) -> HTMLResponse:
-    now = _now()
-    listed = list_experiments(api_state(request).experiments)
-
-    def status(start: datetime, stop: datetime | None) -> str:
-        if now < start:
-            return "scheduled"
-        return "stopped" if stop is not None and stop <= now else "running"
-
-    rows = [(e, status(e.start, e.stop), sum(v.weight for v in e.variants) or 1) for e in listed]
-    return render(request, "experiments.html", operator, rows=rows)
-
-
-@router.get("/experiments/{experiment_id}/report")
-def experiment_report(
-    request: Request, operator: Experimenter, experiment_id: ExperimentIdPath
-) -> HTMLResponse:
-    """The experiment's review, as GET /v1/experiments/{id}/report renders it (sample-ratio
-    check included), with the report's own, stricter CSP."""
-    state = api_state(request)
-    experiment = get_experiment(state.experiments, experiment_id)
-    review = review_logged_experiment(
-        experiment,
-        OnlineLogs(_store(request)),
-        at=_now(),
-        candidate=greedy_candidate(state.decision_policy.catalogue),
-    )
-    return HTMLResponse(render_report(review), headers={"Content-Security-Policy": REPORT_CSP})
-
-
-@router.get("/models")
-def models(request: Request, operator: Admin, reloaded: bool = False) -> HTMLResponse:
-    state = api_state(request)
-    served = _served(state.models, state.settings.model_poll_seconds)
-    return render(request, "models.html", operator, served=served, reloaded=reloaded)
-
-
-@router.post("/models/reload")
-async def reload_models(request: Request, operator: Admin, csrf: Csrf) -> Response:
-    check_csrf(operator, csrf)
-    await api_state(request).models.refresh_async(force=True)
-    return RedirectResponse("/console/models?reloaded=true", status_code=303)

@@ -361,3 +361,26 @@ def test_experiments_list_and_report(
     assert "nba-holdout" in report.text
     assert report.headers["content-security-policy"] == REPORT_CSP  # the report's own, only
     assert console.get("/console/experiments/nope/report").status_code == 404
+
+
+def test_bad_input_gets_a_page_that_says_what_is_wrong(console: Console, admin_key: str) -> None:
+    console.sign_in(admin_key)
+    question = {"customer_id": DEMO_CUSTOMER, "touchpoint": "atm-0042", "channel": "atm"}
+
+    bad_time = console.post_form(
+        "/console/simulate", "/console/simulate", question | {"at": "soon"}
+    )
+    at_a_time = console.post_form(
+        "/console/simulate", "/console/simulate", question | {"at": "2026-12-04T09:30:00"}
+    )
+    bad_id = console.post_form("/console/find", "/console/", {"customer_id": "../../v1/models"})
+    unknown = console.get("/console/customers/cust-nobody")
+
+    assert bad_time.status_code == 400
+    assert "ISO 8601" in bad_time.text
+    assert at_a_time.status_code == 200
+    assert "2026-12-04 09:30 UTC" in at_a_time.text  # a time without an offset is UTC
+    assert bad_id.status_code == 404
+    assert "letters, digits" in bad_id.text
+    assert unknown.status_code == 404
+    assert "Unknown customer" in unknown.text
