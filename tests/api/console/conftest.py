@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -93,6 +93,26 @@ def logged_decision_id(console_server: LiveServer, admin_key: str) -> str:
         assert answer.status_code == 200, answer.text
         decision_id: str = answer.json()["decision_id"]
     return decision_id
+
+
+def create_experiment(server: LiveServer, key: str) -> str:
+    """A running experiment, holdout 1 : personalised 3; returns its id."""
+    start = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    with httpx.Client(base_url=server.url, headers=bearer(key)) as api:
+        created = api.post(
+            "/v1/experiments",
+            json={
+                "id": "nba-holdout",
+                "hypothesis": "Personalised actions convert more than the holdout.",
+                "start": start,
+                "variants": [
+                    {"name": "holdout", "weight": 1, "personalisation": False},
+                    {"name": "personalised", "weight": 3},
+                ],
+            },
+        )
+        assert created.status_code == 201, created.text
+    return "nba-holdout"
 
 
 class Console:

@@ -18,7 +18,7 @@ from api.console.session import SESSION_COOKIE
 from api.settings import Settings
 from feature_store.credentials import Scope
 from tests.api.conftest import LiveServer, create_key
-from tests.api.console.conftest import Console
+from tests.api.console.conftest import Console, create_experiment
 from tests.browser import Chromium, PageLoad
 
 
@@ -124,15 +124,18 @@ def test_the_main_pages_load_clean_in_chromium(
     console_server: LiveServer,
     console: Console,
     logged_decision_id: str,
+    admin_key: str,
 ) -> None:
     origin = console_server.url
+    experiment = create_experiment(console_server, admin_key)
     pages = {
         "/console/": [DEMO_CUSTOMER, "Find a customer"],
         f"/console/customers/{DEMO_CUSTOMER}": ["cash_withdrawal", "6 of the last 6", "a***@"],
         f"/console/decisions/{logged_decision_id}": ["Your usual 200 EUR, no receipt?"],
         "/console/simulate?customer_id=cust-demo": ["dry run"],
         "/console/touchpoints": ["atm-0042"],
-        "/console/experiments": ["Experiments"],
+        "/console/experiments": [experiment, "holdout 25.0%"],
+        f"/console/experiments/{experiment}/report": [experiment],
         "/console/models": ["rapport-nba"],
     }
     for path, figures in pages.items():
@@ -140,7 +143,8 @@ def test_the_main_pages_load_clean_in_chromium(
         assert_clean(load, origin)
         for figure in figures:
             assert figure in load.text, (path, figure)
-        assert any(url.endswith("/console/static/console.css") for url in load.requests), path
+        report = path.endswith("/report")  # the experiment report inlines its own style
+        assert report or any(url.endswith("/console.css") for url in load.requests), path
 
 
 def test_the_login_and_403_pages_load_clean_in_chromium(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 
@@ -17,7 +17,7 @@ from feature_store.base import OnlineStore
 from feature_store.credentials import Scope
 from feature_store.factory import open_credentials
 from tests.api.conftest import LiveServer, bearer, create_key
-from tests.api.console.conftest import Console, csrf_of
+from tests.api.console.conftest import Console, create_experiment, csrf_of
 
 
 def session_cookie_header(response: httpx.Response) -> str:
@@ -332,21 +332,7 @@ def test_the_simulator_says_why_a_declined_habit_is_not_offered(
 def test_experiments_list_and_report(
     console: Console, admin_key: str, console_server: LiveServer
 ) -> None:
-    start = (datetime.now(UTC) - timedelta(days=1)).isoformat()
-    with httpx.Client(base_url=console_server.url, headers=bearer(admin_key)) as api:
-        created = api.post(
-            "/v1/experiments",
-            json={
-                "id": "nba-holdout",
-                "hypothesis": "Personalised actions convert more than the holdout.",
-                "start": start,
-                "variants": [
-                    {"name": "holdout", "weight": 1, "personalisation": False},
-                    {"name": "personalised", "weight": 3},
-                ],
-            },
-        )
-        assert created.status_code == 201, created.text
+    create_experiment(console_server, admin_key)
     console.sign_in(admin_key)
 
     listed = console.get("/console/experiments").text
