@@ -113,13 +113,20 @@ def logout(request: Request, csrf: Csrf) -> Response:
 
 
 @router.get("/")
-def home(
+def home(request: Request, operator: Reader) -> HTMLResponse:
+    recent = views.recently_active(console_store(request), 25)
+    return render(request, "home.html", operator, recent=recent, notice=None)
+
+
+@router.get("/customers")
+def customers(
     request: Request,
     operator: Reader,
     after: Annotated[str | None, Query(max_length=128, pattern=ID_PATTERN)] = None,
 ) -> HTMLResponse:
-    page = customer_page(console_store(request), after, 25)
-    return render(request, "home.html", operator, page=page, after=after, notice=None)
+    """Every customer, in id order, a page at a time (as GET /v1/customers lists them)."""
+    page = customer_page(console_store(request), after, 50)
+    return render(request, "customers.html", operator, page=page, after=after)
 
 
 @router.post("/find")
@@ -140,10 +147,8 @@ def find(
         found, notice = _find_by_identifier(request, identity_type, identity_value)
     if found is not None:
         return RedirectResponse(f"/console/customers/{found}", status_code=303)
-    page = customer_page(console_store(request), None, 25)
-    return render(
-        request, "home.html", operator, status_code=404, page=page, after=None, notice=notice
-    )
+    recent = views.recently_active(console_store(request), 25)
+    return render(request, "home.html", operator, status_code=404, recent=recent, notice=notice)
 
 
 def _valid_id(customer_id: str) -> tuple[str | None, str | None]:

@@ -5,12 +5,43 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from engine.decision import CandidateTrace, Decision
 from engine.events import Channel, Event, EventType
 from engine.policy import ChannelRefusal, DropReason
-from feature_store.base import CustomerExport
+from feature_store.base import CustomerExport, OnlineStore
+
+# -- recently active customers -------------------------------------------------------------------
+
+#: How many of the latest events the home page looks through for recently active customers.
+RECENT_WINDOW = 2000
+
+
+@dataclass(frozen=True)
+class RecentCustomer:
+    customer_id: str
+    last_event_at: datetime
+    events: int  # in the window looked through
+
+
+def recently_active(store: OnlineStore, limit: int) -> list[RecentCustomer]:
+    """The customers of the latest `RECENT_WINDOW` events logged, latest first. Two reads of
+    the log, whatever its length (`seq` only grows, so the tail starts at the high water
+    mark minus the window)."""
+    high_water = store.read_log("events", 0, 1).high_water
+    tail = store.read_log("events", max(0, high_water - RECENT_WINDOW), RECENT_WINDOW).records
+    latest: dict[str, RecentCustomer] = {}
+    for record in reversed(tail):
+        at = datetime.fromtimestamp(record.at_us / 1_000_000, tz=UTC)
+        seen = latest.get(record.customer_id)
+        latest[record.customer_id] = RecentCustomer(
+            customer_id=record.customer_id,
+            last_event_at=max(at, seen.last_event_at) if seen else at,
+            events=seen.events + 1 if seen else 1,
+        )
+    return list(latest.values())[:limit]
+
 
 # -- customer 360: the timeline ---------------------------------------------------------------
 

@@ -129,7 +129,8 @@ def test_the_main_pages_load_clean_in_chromium(
     origin = console_server.url
     experiment = create_experiment(console_server, admin_key)
     pages = {
-        "/console/": [DEMO_CUSTOMER, "Find a customer"],
+        "/console/": [DEMO_CUSTOMER, "Find a customer", "Recently active"],
+        "/console/customers": [DEMO_CUSTOMER, "Every customer"],
         f"/console/customers/{DEMO_CUSTOMER}": ["cash_withdrawal", "6 of the last 6", "a***@"],
         f"/console/decisions/{logged_decision_id}": ["Your usual 200 EUR, no receipt?"],
         "/console/simulate?customer_id=cust-demo": ["dry run"],

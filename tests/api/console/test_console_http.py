@@ -234,7 +234,11 @@ def test_the_customer_list_pages_through_the_api_route(
             "next_after": None,
         }
     console.sign_in(admin_key)
-    assert f'href="/console/customers/{DEMO_CUSTOMER}"' in console.get("/console/").text
+    home = console.get("/console/").text
+    every = console.get("/console/customers").text
+    assert f'href="/console/customers/{DEMO_CUSTOMER}"' in home  # recently active
+    assert f'href="/console/customers/{DEMO_CUSTOMER}"' in every
+    assert "Next page" not in every
 
 
 def test_the_inspector_shows_every_candidate_and_the_atm_screen(
