@@ -20,7 +20,7 @@ from api.console.deps import (
     console_store,
     now,
 )
-from api.console.rendering import render
+from api.console.rendering import NAVIGATION, render
 from api.console.session import (
     check_csrf,
     check_key,
@@ -96,7 +96,11 @@ def login(
     record = check_key(request, key)
     if record is None:
         return render_login(request, csrf, _safe_next(next), failed=True)
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    target = _safe_next(next)
+    if target == "/console/":  # no page asked for: the first one the key may see
+        allowed = [path for path, _, scope in NAVIGATION if record.grants(scope)]
+        target = f"/console{allowed[0]}" if allowed else target
+    response = RedirectResponse(target, status_code=303)
     start_session(request, response, record)
     return response
 

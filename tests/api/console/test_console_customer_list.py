@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from api.console.views import recently_active
 from api.routes.customer_list import customer_page
 from engine.config import EngineConfig
 from engine.events import Channel, Event, EventType
@@ -64,3 +65,14 @@ def test_customers_page_in_id_order_without_the_merged_and_the_erased(store: Onl
     assert second.customers == ["cust-c"]
     assert second.next_after is None
     assert store.list_customers("cust-c", 10) == []
+
+
+def test_recently_active_customers_come_latest_logged_first(store: OnlineStore) -> None:
+    store.apply_events([request("cust-old", 0), request("cust-mid", 0)])
+    store.apply_events([request("cust-new", 0), request("cust-old", 1)])
+
+    recent = recently_active(store, 10)
+
+    assert [c.customer_id for c in recent] == ["cust-old", "cust-new", "cust-mid"]
+    assert [c.events for c in recent] == [2, 1, 1]
+    assert [c.customer_id for c in recently_active(store, 1)] == ["cust-old"]

@@ -140,8 +140,10 @@ def test_a_form_without_the_sessions_token_is_refused(console: Console, admin_ke
 
 
 def test_a_key_without_the_scope_sees_the_403_page(settings: Settings, console: Console) -> None:
-    console.sign_in(create_key(settings, "teller", [Scope.DECISIONS]))
+    signed_in = console.sign_in(create_key(settings, "teller", [Scope.DECISIONS]))
 
+    assert signed_in.headers["location"] == "/console/simulate"  # the first page it may see
+    assert "Customers" not in console.get("/console/simulate").text.split("<main>")[0]
     for path, scope in [
         ("/console/customers/cust-demo", "customers:read"),
         ("/console/touchpoints", "customers:read"),
