@@ -109,7 +109,7 @@ def login(
 def logout(request: Request, csrf: Csrf) -> Response:
     check_csrf(current_operator(request), csrf)
     response = RedirectResponse("/console/login", status_code=303)
-    end_session(response)
+    end_session(request, response)
     return response
 
 

@@ -76,11 +76,12 @@ def start_session(request: Request, response: Response, key: ApiKey) -> None:
     settings: Settings = api_state(request).settings
     token = _serializer(settings).dumps({"k": key.key_hash, "c": secrets.token_urlsafe(24)})
     _set_cookie(request, response, SESSION_COOKIE, token, SESSION_SECONDS)
-    response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+    _set_cookie(request, response, LOGIN_COOKIE, "", 0)
 
 
-def end_session(response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+def end_session(request: Request, response: Response) -> None:
+    """Clear the cookie (with the flags it was set with, so that browsers accept it)."""
+    _set_cookie(request, response, SESSION_COOKIE, "", 0)
 
 
 def current_operator(request: Request) -> Operator:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from engine.decision import CandidateTrace, Decision
 from engine.events import Channel, Event, EventType
@@ -186,23 +187,41 @@ def arbitration_matrix(decision: Decision) -> list[MatrixRow]:
     )
 
 
-def touchpoint_screen(decision: Decision) -> list[str]:
-    """What the touchpoint shows, in English: the pre-filled default, then the offers."""
-    lines = []
-    for default in decision.defaults:
-        values = default.values
-        if default.request == "cash_withdrawal" and "amount" in values:
-            receipt = "" if values.get("receipt", True) else ", no receipt"
-            lines.append(
-                f"Your usual {values['amount']} {values.get('currency', '')}{receipt}?".replace(
-                    " ,", ","
-                )
-            )
-        else:
-            shown = ", ".join(f"{k} {v}" for k, v in sorted(values.items()))
-            lines.append(f"Your usual {default.request.replace('_', ' ')}: {shown}?")
+#: What each kind of touchpoint shows a decision as.
+SCREENS = {
+    Channel.ATM.value: "ATM screen",
+    Channel.MOBILE_APP.value: "App offer card",
+    Channel.WEB.value: "Web page banner",
+    Channel.CALL_CENTER.value: "Agent script",
+    Channel.BRANCH.value: "Teller prompt",
+    Channel.CHAT.value: "Chat reply",
+}
+
+
+@dataclass(frozen=True)
+class TouchpointScreen:
+    title: str
+    lines: list[str]
+
+
+def touchpoint_screen(decision: Decision) -> TouchpointScreen:
+    """What the touchpoint shows, in English: the pre-filled defaults, then the offers (as an
+    agent's script, at a call centre)."""
+    lines = [_default_prompt(default.request, default.values) for default in decision.defaults]
     lines += [f"{action.title.en}: {action.message.en}" for action in decision.actions]
-    return lines
+    channel = decision.touchpoint_channel
+    if channel == Channel.CALL_CENTER.value:
+        lines = [f"Offer: “{line}”" for line in lines]
+    return TouchpointScreen(title=SCREENS.get(channel, f"{channel} message"), lines=lines)
+
+
+def _default_prompt(request: str, values: dict[str, Any]) -> str:
+    if request == "cash_withdrawal" and "amount" in values:
+        currency = f" {values['currency']}" if values.get("currency") else ""
+        receipt = "" if values.get("receipt", True) else ", no receipt"
+        return f"Your usual {values['amount']}{currency}{receipt}?"
+    shown = ", ".join(f"{key} {value}" for key, value in sorted(values.items()))
+    return f"Your usual {request.replace('_', ' ')}: {shown}?"
 
 
 def channels() -> Sequence[str]:

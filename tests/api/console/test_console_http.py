@@ -376,3 +376,20 @@ def test_bad_input_gets_a_page_that_says_what_is_wrong(console: Console, admin_k
     assert "letters, digits" in bad_id.text
     assert unknown.status_code == 404
     assert "Unknown customer" in unknown.text
+
+
+def test_each_touchpoint_sees_the_decision_its_own_way(console: Console, admin_key: str) -> None:
+    console.sign_in(admin_key)
+    question = {"customer_id": DEMO_CUSTOMER, "touchpoint": "atm-0042", "channel": "atm"}
+
+    atm = console.post_form("/console/simulate", "/console/simulate", question).text
+    agent = console.post_form(
+        "/console/simulate",
+        "/console/simulate",
+        question | {"touchpoint": "cc-milano", "channel": "call_center"},
+    ).text
+
+    assert "ATM screen at atm-0042" in atm
+    assert "Agent script at cc-milano" in agent
+    assert "Offer: “" in agent
+    assert "Your usual 200 EUR" not in agent  # the habit is the ATM's
