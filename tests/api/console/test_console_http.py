@@ -258,7 +258,11 @@ def test_the_inspector_shows_every_candidate_and_the_atm_screen(
 
 
 def test_the_simulator_writes_nothing(
-    console: Console, admin_key: str, logged_decision_id: str, demo_store: OnlineStore
+    console: Console,
+    console_server: LiveServer,
+    admin_key: str,
+    logged_decision_id: str,
+    demo_store: OnlineStore,
 ) -> None:
     before = demo_store.export_customer(DEMO_CUSTOMER)
     logs_before = (
@@ -283,9 +287,11 @@ def test_the_simulator_writes_nothing(
         demo_store.read_log("events", 0, 1).high_water,
         demo_store.read_log("decisions", 0, 1).high_water,
     ) == logs_before
-    for dry_id in dry_ids:
-        assert demo_store.read_decision(dry_id) is None
-        assert console.get(f"/console/decisions/{dry_id}").status_code == 404
+    with httpx.Client(base_url=console_server.url, headers=bearer(admin_key)) as api:
+        for dry_id in dry_ids:
+            assert demo_store.read_decision(dry_id) is None
+            assert api.get(f"/v1/decisions/{dry_id}").status_code == 404
+            assert console.get(f"/console/decisions/{dry_id}").status_code == 404
 
 
 def test_models_reload_needs_the_token_and_admin(console: Console, admin_key: str) -> None:
