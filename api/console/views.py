@@ -208,11 +208,15 @@ def touchpoint_screen(decision: Decision) -> TouchpointScreen:
     """What the touchpoint shows, in English: the pre-filled defaults, then the offers (as an
     agent's script, at a call centre)."""
     lines = [_default_prompt(default.request, default.values) for default in decision.defaults]
-    lines += [f"{action.title.en}: {action.message.en}" for action in decision.actions]
+    lines += [_offer(action.title.en, action.message.en) for action in decision.actions]
     channel = decision.touchpoint_channel
     if channel == Channel.CALL_CENTER.value:
         lines = [f"Offer: “{line}”" for line in lines]
     return TouchpointScreen(title=SCREENS.get(channel, f"{channel} message"), lines=lines)
+
+
+def _offer(title: str, message: str) -> str:
+    return f"{title} {message}" if title.endswith(("?", "!", ".")) else f"{title}: {message}"
 
 
 def _default_prompt(request: str, values: dict[str, Any]) -> str:
