@@ -12,6 +12,7 @@ from starlette.types import Receive, Send
 from starlette.types import Scope as StarletteScope
 
 from api.auth import KeyAuthenticator, install_auth_error_handlers, watch_revocations
+from api.console import install_console
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.limits import BodyLimits, InputGuard
@@ -20,6 +21,7 @@ from api.model_server import open_model_server, start_serving, stop_serving
 from api.openapi import install_openapi
 from api.overload import OverloadGuard, OverloadLimits
 from api.routes import (
+    customer_list,
     customers,
     decisions,
     events,
@@ -162,4 +164,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments_router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(customer_list.router)
+    install_console(app)
     return app

@@ -34,10 +34,20 @@ from feature_store.credentials import (
 )
 from feature_store.errors import StoreError, StoreUnavailable
 
-#: Routes anyone may call: liveness, readiness and the API's documentation (with its assets,
-#: shipped in the package under /static).
+#: Routes that need no API key: liveness, readiness and the API's documentation (with its
+#: assets, shipped in the package under /static), and the operator console, a mounted app that
+#: signs operators in with a key itself and checks each page's scope (api/console/).
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/static"}
+    {
+        "/healthz",
+        "/readyz",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/static",
+        "/console",
+    }
 )
 
 _bearer = HTTPBearer(

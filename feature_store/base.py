@@ -200,6 +200,29 @@ class OnlineStore(ABC):
         that range; `GET /v1/customers/{id}/export` reads them back from the offline store. The
         default keeps everything."""
 
+    def list_customers(self, after: str | None, limit: int) -> list[str]:
+        """Up to `limit` (>= 1) ids of customers with events in the online log, in id order,
+        each greater than `after` (from the first with None). Merged customers list as their
+        survivor; erased ones not at all.
+
+        The default reads the whole event log through `read_log` (O(events) per page, fine
+        for a demo or a small store); a backend with a customer index should override it.
+        Raises `UnsupportedCapability` if the backend cannot read its log.
+        """
+        customers: set[str] = set()
+        cursor = 0
+        while True:
+            page = self.read_log("events", cursor, 1000)
+            customers.update(
+                record.customer_id
+                for record in page.records
+                if after is None or record.customer_id > after
+            )
+            if not page.records:
+                break
+            cursor = page.next_after
+        return sorted(customers)[:limit]
+
     def erased_digests(self) -> set[str]:
         """The digests (`engine.identity.customer_digest`) of every erased customer id, merged
         ids included. Erasure records are never removed, so the set only grows. Raises

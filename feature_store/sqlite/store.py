@@ -190,6 +190,17 @@ class SQLiteStore(OnlineStore):
                 profile = rows.read_profile(db, survivor)
             return profile
 
+    def list_customers(self, after: str | None, limit: int) -> list[str]:
+        """Customers with a profile, in id order: the profiles table's primary key, one query
+        per page (merged customers' profiles moved to their survivor; erased ones deleted)."""
+        with translated_errors(_WHAT):
+            found = self._connection().execute(
+                "SELECT customer_id FROM profiles WHERE customer_id > ? "
+                "ORDER BY customer_id LIMIT ?",
+                ("" if after is None else after, limit),
+            )
+            return [customer_id for (customer_id,) in found]
+
     def customer_events(self, customer_id: str) -> list[Event]:
         with translated_errors(_WHAT):
             db = self._connection()
