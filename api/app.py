@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.input_bounds = settings.input_bounds()
     install_docs(app)
     install_openapi(app)
     # Middleware added later wraps what was added before: the access log sees every answer,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.bounds import InputBounds
 from api.model_server import ModelServer
 from api.serving import PopulationCache
 from api.settings import Settings
@@ -91,6 +92,7 @@ class DecisionServing:
     scorer: Scorer | None
     experiments: ExperimentRouter
     population: PopulationCache
+    bounds: InputBounds
     now: datetime
 
 
@@ -103,6 +105,7 @@ async def get_decision_serving(request: Request) -> DecisionServing:
         scorer=await get_served_model(request),
         experiments=await get_experiment_router(request),
         population=state.population,
+        bounds=state.input_bounds,
         now=await get_now(),
     )
 
@@ -112,6 +115,14 @@ Policy = Annotated[DecisionPolicy, Depends(get_decision_policy)]
 IdentitySecret = Annotated[bytes, Depends(get_identity_secret)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
 Now = Annotated[datetime, Depends(get_now)]
+
+
+def get_input_bounds(request: Request) -> InputBounds:
+    bounds: InputBounds = request.app.state.input_bounds
+    return bounds
+
+
+Bounds = Annotated[InputBounds, Depends(get_input_bounds)]
 ForDecisions = Annotated[DecisionServing, Depends(get_decision_serving)]
 ModelServing = Annotated[ModelServer, Depends(get_model_server)]
 ServedModel = Annotated[Scorer | None, Depends(get_served_model)]

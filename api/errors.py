@@ -40,6 +40,16 @@ def error_body(
     return {"error": code, "message": message, "errors": errors or []}
 
 
+def invalid_request(field: str, reason: str) -> JSONResponse:
+    """The 422 of one invalid field, as request validation answers it."""
+    return JSONResponse(
+        status_code=422,
+        content=error_body(
+            "invalid_request", "invalid request", [{"field": field, "reason": reason}]
+        ),
+    )
+
+
 #: The error code of an HTTP error raised by the framework itself (a body it cannot parse, a
 #: path no route has, a method the route does not take).
 HTTP_ERROR_CODES = {

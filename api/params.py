@@ -24,6 +24,8 @@ EARLIEST_YEAR, LATEST_YEAR = 2000, 2100
 
 
 def _iso_text(value: Any) -> Any:
+    if isinstance(value, datetime):  # built in Python, not parsed from the wire
+        return value
     if not isinstance(value, str) or value.lstrip("+-").replace(".", "", 1).isdigit():
         raise ValueError("must be an ISO 8601 time with a UTC offset, e.g. 2026-01-01T00:00:00Z")
     return value

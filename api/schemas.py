@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from api.bounds import InputBounds, event_violation
 from api.errors import field_errors
+from api.params import Instant
 from api.serving import ANONYMOUS_CUSTOMER, PendingEvent
 from engine.decision import ChosenAction, Decision, DecisionRequest, Reasons
 from engine.events import Channel, Event, Identifier, OutcomeKind
@@ -22,7 +24,11 @@ class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Raw here: each event is validated on its own so one bad event rejects only itself.
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+    events: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_EVENTS_PER_BATCH,
+        json_schema_extra={"items": {"type": "object"}},
+    )
 
 
 class EventResult(BaseModel):
@@ -57,12 +63,19 @@ def _rejected(raw: dict[str, Any], field: str, reason: str) -> EventResult:
     )
 
 
-def parse_event(raw: dict[str, Any]) -> PendingEvent | EventResult:
+def parse_event(raw: Any, bounds: InputBounds, now: datetime) -> PendingEvent | EventResult:
     """An event to route and apply, or its rejection naming the field and the reason.
 
     Besides `customer_id`, an event may name its customer by `identity` ({"type", "value"})
-    and carry more `identities` to link (e.g. a web login with email and device).
+    and carry more `identities` to link (e.g. a web login with email and device). What it may
+    carry is bounded (`api.bounds`).
     """
+    if not isinstance(raw, dict):
+        return EventResult(event_id=None, status="rejected", error="event: must be an object",
+                           field="event")  # fmt: skip
+    violation = event_violation(raw, bounds, now)
+    if violation is not None:
+        return _rejected(raw, *violation)
     raw = dict(raw)
     identity_fields = [raw.pop("identity")] if "identity" in raw else []
     extra = raw.pop("identities", [])
@@ -131,13 +144,22 @@ class PreferencesUpdate(BaseModel):
     touchpoint: str = Field("api", min_length=1, max_length=64)
     channel: Channel = Channel.WEB
     source: str | None = Field(None, max_length=64)
-    stated_at: AwareDatetime | None = None
+    stated_at: Instant | None = None
 
 
 class DecisionIn(BaseModel):
     """The touchpoint's question; it names the customer by `customer_id` or by `identity`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # "Exactly one of customer_id and identity", as the validator below checks it.
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["customer_id"], "not": {"required": ["identity"]}},
+                {"required": ["identity"], "not": {"required": ["customer_id"]}},
+            ]
+        },
+    )
 
     customer_id: Identifier | None = None
     identity: Identity | None = None
@@ -147,7 +169,7 @@ class DecisionIn(BaseModel):
         default_factory=dict,
         description="Optional: 'request' limits defaults to one request kind.",
     )
-    at: AwareDatetime | None = Field(
+    at: Instant | None = Field(
         None, description="When the decision is asked; the server's clock if omitted."
     )
 
@@ -221,7 +243,7 @@ class OutcomeIn(BaseModel):
     id: str = Field(min_length=1, max_length=96, description="An item id from the decision.")
     outcome: OutcomeKind
     value: float | None = Field(None, ge=0, description="Value of a conversion, EUR.")
-    at: AwareDatetime | None = None
+    at: Instant | None = None
 
 
 class OutcomeOut(BaseModel):
@@ -253,7 +275,7 @@ class ConsentsUpdate(BaseModel):
     touchpoint: str = Field("api", min_length=1, max_length=64)
     channel: Channel = Channel.WEB
     source: str | None = Field(None, max_length=64)
-    changed_at: AwareDatetime | None = None
+    changed_at: Instant | None = None
 
 
 class ErasureOut(BaseModel):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from api.bounds import InputBounds
 from engine.arbitration import Exploration, Objective
 from engine.catalogue import RETAIL_BANK_CATALOGUE, load_catalogue
 from engine.config import EngineConfig
@@ -129,6 +131,12 @@ class Settings(BaseSettings):
         description="While the store cannot be reached, a key looked up successfully within "
         "this many seconds is still accepted (so decisions can answer degraded); other keys "
         "get 503. 0 turns this off.",
+    )
+    event_max_ahead_seconds: float = Field(
+        86_400.0, gt=0, description="An event dated further in the future is rejected, in seconds."
+    )
+    event_max_age_days: float = Field(
+        3650.0, gt=0, description="An event dated further in the past is rejected, in days."
     )
     body_limit_events_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest body of POST /v1/events, in bytes."
@@ -286,3 +294,10 @@ class Settings(BaseSettings):
         if self.model_signing_key is None:
             return None
         return self.model_signing_key.get_secret_value().encode() or None
+
+    def input_bounds(self) -> InputBounds:
+        """What one event or one decision's context may carry (`api.bounds`)."""
+        return InputBounds(
+            max_event_ahead=timedelta(seconds=self.event_max_ahead_seconds),
+            max_event_age=timedelta(days=self.event_max_age_days),
+        )

@@ -1,7 +1,9 @@
 from fastapi import APIRouter, Response
 
 from api.auth import require
+from api.bounds import context_violation
 from api.deps import ForDecisions, Store
+from api.errors import invalid_request
 from api.schemas import DecisionIn, DecisionOut, decision_answer
 from api.serving import decide_for, logged_decision
 from engine.decision import Decision
@@ -21,6 +23,9 @@ async def post_decision(question: DecisionIn, serving: ForDecisions) -> Response
 
     Never fails for store trouble: answers `degraded: true` with nothing personal instead.
     """
+    violation = context_violation(question.context, serving.bounds)
+    if violation is not None:
+        return invalid_request(f"body.{violation[0]}", violation[1])
     # Async, so no thread hop: the store's calls are short and synchronous, made on the loop.
     identity = question.identity.hashed(serving.identity_secret) if question.identity else None
     at = question.at or serving.now

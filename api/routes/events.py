@@ -1,7 +1,7 @@
 from fastapi import APIRouter, Request
 
 from api.auth import caller_grants, require
-from api.deps import IdentitySecret, Now, Store
+from api.deps import Bounds, IdentitySecret, Now, Store
 from api.metrics import EVENTS
 from api.schemas import EventBatch, EventBatchResult, EventResult, batch_result, parse_event
 from api.serving import PendingEvent, ingest, route_to_customers
@@ -27,7 +27,12 @@ REFUSED_EVENT_TYPES: dict[EventType, str] = {
 
 @router.post("", response_model=EventBatchResult, dependencies=[require(Scope.EVENTS_WRITE)])
 def post_events(
-    batch: EventBatch, request: Request, store: Store, secret: IdentitySecret, now: Now
+    batch: EventBatch,
+    request: Request,
+    store: Store,
+    secret: IdentitySecret,
+    now: Now,
+    bounds: Bounds,
 ) -> EventBatchResult:
     """Log and learn from 1 to 1,000 events. Bad events are rejected alone, with the reason.
 
@@ -37,7 +42,7 @@ def post_events(
     events need the scope `customers:write` as well; `outcome` and `action_exposed` events are
     refused here (see POST /v1/outcomes and POST /v1/decisions).
     """
-    parsed = [screened(parse_event(raw), request) for raw in batch.events]
+    parsed = [screened(parse_event(raw, bounds, now), request) for raw in batch.events]
     pending = [item for item in parsed if isinstance(item, PendingEvent)]
     routed = route_to_customers(store, pending, secret=secret, at=now)
     statuses = ingest(store, [event for event in routed if event is not None])

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
 from api.deps import Experiments, Now, Policy, Running, Store
@@ -46,7 +46,7 @@ class WeightsIn(BaseModel):
 class StopIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    at: AwareDatetime | None = Field(None, description="When it stops; now if omitted.")
+    at: Instant | None = Field(None, description="When it stops; now if omitted.")
 
 
 def _changed(running: RunningExperiments, experiment: Experiment) -> Experiment:

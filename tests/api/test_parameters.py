@@ -66,3 +66,37 @@ def test_a_well_formed_as_of_is_accepted(client: httpx.Client) -> None:
     answer = client.get("/v1/customers/cust-none", params={"as_of": "2026-01-01T00:00:00+01:00"})
 
     assert answer.status_code == 404  # well formed; the customer is unknown
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/decisions", {"customer_id": "c", "touchpoint": "atm", "channel": "atm", "at": 0},
+         "body.at"),
+        ("/v1/decisions", {"customer_id": "c", "touchpoint": "atm", "channel": "atm",
+                           "at": "2026-01-01T00:00:00"}, "body.at"),
+    ],
+    ids=["number", "naive"],
+)  # fmt: skip
+def test_a_body_time_must_be_iso_with_an_offset(
+    client: httpx.Client, path: str, body: dict[str, object], field: str
+) -> None:
+    answer = client.post(path, json=body)
+
+    assert answer.status_code == 422, answer.text
+    assert [e["field"] for e in answer.json()["errors"]] == [field]
+
+
+def test_the_decision_schema_says_exactly_one_of_customer_id_and_identity(
+    client: httpx.Client,
+) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["DecisionIn"]
+
+    assert [option["required"] for option in schema["oneOf"]] == [["customer_id"], ["identity"]]
+    both = {
+        "customer_id": "c",
+        "identity": {"type": "email", "value": "a@example.com"},
+        "touchpoint": "atm",
+        "channel": "atm",
+    }
+    assert client.post("/v1/decisions", json=both).status_code == 422
