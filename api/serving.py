@@ -123,6 +123,7 @@ def decide_for(
     scorer: Scorer | None = None,
     assigner: Assigner | None = None,
     population: PopulationCache | None = None,
+    decision_id: str | None = None,
 ) -> Decision:
     """Decide and log. If the store is unreachable, answer safely with `degraded=True`.
     `scorer` is the served model; None for the online smoothed rates. With `assigner`, a
@@ -132,13 +133,21 @@ def decide_for(
     With `identity`, the customer is the one it is linked to (a decision never creates one:
     an unknown identifier decides for an anonymous customer). A degraded decision is not in
     the decision log (the log lives in the store), so no outcome can be recorded against it.
+    An erased customer's decision is answered degraded too, and stores nothing under their id.
+    `decision_id` is a new random one unless given (a simulation's, for reproducible runs).
     """
-    decision_id = new_decision_id()
+    decision_id = decision_id or new_decision_id()
     try:
         if identity is not None:
             customer_id = store.resolve_identity(identity) or ANONYMOUS_CUSTOMER
             request = request.model_copy(update={"customer_id": customer_id})
         profile = store.read_profile(request.customer_id)
+        if (
+            profile is None
+            and request.customer_id != ANONYMOUS_CUSTOMER
+            and store.is_erased(request.customer_id)
+        ):
+            return degraded_decision(request, decision_id=decision_id, at=at)
         state = (
             population.current()
             if population is not None
@@ -315,6 +324,15 @@ def export_customer(store: OnlineStore, customer_id: str) -> CustomerExport:
 
 
 def erase_customer(store: OnlineStore, customer_id: str) -> bool:
+    """Erase the customer; True if anything was removed, False if they were erased before.
+    Raises UnknownCustomer for an id the store never held (nothing is recorded for it: a typo
+    must not block a real customer's events for ever)."""
+    if (
+        store.read_profile(customer_id) is None
+        and store.export_customer(customer_id) is None
+        and not store.is_erased(customer_id)
+    ):
+        raise UnknownCustomer(customer_id)
     return store.erase_customer(customer_id)
 
 

@@ -15,7 +15,7 @@ from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
-from engine.identity import HashedIdentity, LinkedIdentity
+from engine.identity import HashedIdentity, LinkedIdentity, customer_digest
 from engine.profile import Profile
 from feature_store.errors import UnsupportedCapability
 
@@ -222,6 +222,11 @@ class OnlineStore(ABC):
                 break
             cursor = page.next_after
         return sorted(customers)[:limit]
+
+    def is_erased(self, customer_id: str) -> bool:
+        """Whether `customer_id` was erased (its digest is in the erasure records). The default
+        lists every record (`erased_digests`); backends answer from one key or one row."""
+        return customer_digest(customer_id) in self.erased_digests()
 
     def erased_digests(self) -> set[str]:
         """The digests (`engine.identity.customer_digest`) of every erased customer id, merged

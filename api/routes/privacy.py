@@ -60,7 +60,8 @@ def get_export(customer_id: CustomerIdPath, store: Store, settings: AppSettings)
 
 @router.delete("/{customer_id}", response_model=ErasureOut, dependencies=[require(Scope.PRIVACY)])
 def delete_customer(customer_id: CustomerIdPath, store: Store) -> ErasureOut:
-    """Erase the customer (GDPR erasure). Idempotent; replayed events cannot bring them back."""
+    """Erase the customer (GDPR erasure). Idempotent; replayed events cannot bring them back.
+    404 for an id the store never held: nothing is recorded for it."""
     return ErasureOut(
         customer_id=customer_id, erased=True, removed=erase_customer(store, customer_id)
     )

@@ -71,7 +71,7 @@ from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
-from engine.identity import HashedIdentity
+from engine.identity import HashedIdentity, customer_digest
 from engine.profile import Profile
 from feature_store.base import (
     AppendStatus,
@@ -246,6 +246,12 @@ class RedisStore(OnlineStore):
 
     def erased_digests(self) -> set[str]:
         return self._log.erased_digests()
+
+    def is_erased(self, customer_id: str) -> bool:
+        """One HEXISTS on the customer's erasure-record shard."""
+        digest = customer_digest(customer_id)
+        with translated_errors():
+            return bool(self._redis().hexists(self.keys.erasures(digest), digest))
 
     # -- health ----------------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
-from engine.identity import HashedIdentity
+from engine.identity import HashedIdentity, customer_digest
 from engine.profile import Profile
 from feature_store.base import (
     AppendStatus,
@@ -263,6 +263,15 @@ class SQLiteStore(OnlineStore):
     def erased_digests(self) -> set[str]:
         with translated_errors(_WHAT):
             return rows.erased_digests(self._connection())
+
+    def is_erased(self, customer_id: str) -> bool:
+        """One lookup in the erasures table's primary key."""
+        with translated_errors(_WHAT):
+            found = self._connection().execute(
+                "SELECT 1 FROM erasures WHERE customer_digest = ?",
+                (customer_digest(customer_id),),
+            )
+            return found.fetchone() is not None
 
     def ping(self) -> None:
         # Takes a read lock and reads the schema page: a lost disk or a held lock shows here.
