@@ -143,7 +143,17 @@ class _Run:
             request = DecisionRequest(
                 customer_id=customer, touchpoint=f"{channel.value}-sim", channel=channel
             )
-            decision = decide_for(self.store, request, at=at, policy=self.policy, assigner=assigner)
+            # Ids from the seed, not random: exploration draws from the decision id, so a seed
+            # gives the same decisions, and figures, on every run.
+            decision_id = f"dec_sim_{self.rng.integers(2**63):016x}"
+            decision = decide_for(
+                self.store,
+                request,
+                at=at,
+                policy=self.policy,
+                assigner=assigner,
+                decision_id=decision_id,
+            )
             self.counts["decisions"] += 1
             self.counts["exposed_decisions"] += bool(decision.experiments)
             self._answer(decision, at)
