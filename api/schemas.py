@@ -27,7 +27,8 @@ class EventBatch(BaseModel):
     events: list[Any] = Field(
         min_length=1,
         max_length=MAX_EVENTS_PER_BATCH,
-        json_schema_extra={"items": {"type": "object"}},
+        description="Event objects. Each is validated alone: one that is not an object, or not "
+        "a valid event, is rejected in its result, and the others are applied.",
     )
 
 
@@ -155,8 +156,14 @@ class DecisionIn(BaseModel):
         # "Exactly one of customer_id and identity", as the validator below checks it.
         json_schema_extra={
             "oneOf": [
-                {"required": ["customer_id"], "not": {"required": ["identity"]}},
-                {"required": ["identity"], "not": {"required": ["customer_id"]}},
+                {
+                    "required": ["customer_id"],
+                    "properties": {"customer_id": {"type": "string"}, "identity": {"type": "null"}},
+                },
+                {
+                    "required": ["identity"],
+                    "properties": {"identity": {"type": "object"}, "customer_id": {"type": "null"}},
+                },
             ]
         },
     )
