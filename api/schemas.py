@@ -257,7 +257,14 @@ class OutcomeOut(BaseModel):
     decision_id: str
     id: str
     outcome: OutcomeKind
-    status: Literal["accepted", "duplicate"]
+    status: Literal["accepted", "duplicate"] = Field(
+        description="What happened to the report (not to the offer): `accepted` means it was "
+        "recorded, whatever the customer answered; `duplicate`, it had been already."
+    )
+    recorded: bool = Field(
+        description="True when this report was recorded now; false for a repeat. The "
+        "customer's answer itself is `outcome`."
+    )
 
 
 class LinkRequest(BaseModel):

@@ -52,6 +52,7 @@ from engine.decision import DecisionRequest
 from engine.events import Channel, Event, EventType
 from feature_store.factory import open_store
 from feature_store.keys import DEFAULT_PREFIX
+from feature_store.offline.export import OfflineStore
 from training.simulation.population import PopulationSpec, generate_population
 
 HOST = "127.0.0.1"  # loopback only
@@ -160,11 +161,15 @@ class Measurement:
     events: int
     load_seconds: float
     totals: dict[str, KindTotal]
+    #: The same once the logs were exported twice (the store trims what the offline store has).
+    exported_totals: dict[str, KindTotal]
     used_memory_empty: int  # bytes
     used_memory_loaded: int  # bytes
     heavy_events: int = 0
     #: What the store grew by, by kind of key, for one customer with `heavy_events` events.
     heavy_totals: dict[str, KindTotal] | None = None
+    #: The same once that customer's logs were exported.
+    heavy_exported: dict[str, KindTotal] | None = None
 
 
 def heavy_history(spec: PopulationSpec, count: int) -> list[Event]:
@@ -224,7 +229,13 @@ def measure_population(
             load_seconds = time.perf_counter() - started
             totals = measure(client)
             loaded = used_memory(client)
-            heavy_totals = None
+            # The store runs with its logs exported: two runs, so the second acknowledges what
+            # the first saved and the store trims its online logs (one copy of each event).
+            offline = OfflineStore(Path(folder) / "offline")
+            offline.export(store)
+            offline.export(store)
+            exported_totals = measure(client)
+            heavy_totals = heavy_exported = None
             if heavy_events:
                 history = heavy_history(spec, heavy_events)
                 for first in range(0, len(history), 1000):
@@ -234,12 +245,17 @@ def measure_population(
                 )
                 if decide_for(store, question, at=end).degraded:
                     raise SystemExit("the Redis store did not answer a decision")
-                heavy_totals = growth(totals, measure(client))
+                heavy_totals = growth(exported_totals, measure(client))
+                offline.export(store)
+                offline.export(store)
+                heavy_exported = growth(exported_totals, measure(client))
         return Measurement(
             redis_version=str(client.info("server")["redis_version"]),
             events=events,
             load_seconds=load_seconds,
             totals=totals,
+            exported_totals=exported_totals,
+            heavy_exported=heavy_exported,
             used_memory_empty=empty,
             used_memory_loaded=loaded,
             heavy_events=heavy_events,
@@ -267,6 +283,9 @@ def main(
         f"in {result.load_seconds:.1f} s.\n"
     )
     print(markdown_table(result.totals, customers))
+    print("\nAfter the logs were exported (two `rapport export` runs: the store trims what the")
+    print("offline store has saved, so each event is held once, offline):\n")
+    print(markdown_table(result.exported_totals, customers))
     grown = result.used_memory_loaded - result.used_memory_empty
     print(
         f"\nused_memory grew by {grown / customers:,.0f} bytes per customer "
@@ -276,6 +295,9 @@ def main(
     if result.heavy_totals is not None:
         print(f"\nOne customer with {heavy_events:,} events and one decision:\n")
         print(markdown_table(result.heavy_totals, 1))
+        if result.heavy_exported is not None:
+            print("\nThe same customer once its logs were exported:\n")
+            print(markdown_table(result.heavy_exported, 1))
     if out is not None:
         write_json(result, spec, decisions, out)
 
@@ -300,6 +322,9 @@ def write_json(result: Measurement, spec: PopulationSpec, decisions: int, out: P
         "events": result.events,
         "bytes_per_customer": sum(t.bytes for t in result.totals.values()) / spec.customers,
         "by_kind": by_kind(result.totals, spec.customers),
+        "exported_bytes_per_customer": sum(t.bytes for t in result.exported_totals.values())
+        / spec.customers,
+        "exported_by_kind": by_kind(result.exported_totals, spec.customers),
         "used_memory_growth_per_customer": (result.used_memory_loaded - result.used_memory_empty)
         / spec.customers,
         "heavy_customer": None
@@ -308,6 +333,9 @@ def write_json(result: Measurement, spec: PopulationSpec, decisions: int, out: P
             "events": result.heavy_events,
             "bytes": sum(t.bytes for t in result.heavy_totals.values()),
             "by_kind": by_kind(result.heavy_totals, 1),
+            "exported_bytes": None
+            if result.heavy_exported is None
+            else sum(t.bytes for t in result.heavy_exported.values()),
         },
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,8 +104,13 @@ class OnlineStore(ABC):
     Any method may raise `StoreUnavailable` when the backend cannot be reached.
     """
 
+    #: How long `population_prior()` reuses what it read, in seconds (0: every call reads).
+    #: The API's worker cache refreshes every 0.5 s on top of it: counts at most ~1 s old.
+    prior_ttl_seconds: float = 0.5
+
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        self._prior: tuple[float, ChannelPrior] | None = None
 
     @abstractmethod
     def read_profile(self, customer_id: str) -> Profile | None:
@@ -143,9 +149,21 @@ class OnlineStore(ABC):
     def read_decision(self, decision_id: str) -> Decision | None:
         """A logged decision, or None."""
 
-    @abstractmethod
     def population_prior(self) -> ChannelPrior:
-        """Channel shares over all customers, from the events folded so far."""
+        """Channel shares over all customers, from the events folded so far. Cached in the
+        instance for `prior_ttl_seconds` (monotonic clock): the shares change slowly. Two
+        threads may both refresh after expiry; both compute the same prior, so no lock."""
+        now = time.monotonic()
+        cached = self._prior
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        prior = ChannelPrior.from_counts(self.population_counts())
+        self._prior = (now + self.prior_ttl_seconds, prior)
+        return prior
+
+    @abstractmethod
+    def population_counts(self) -> dict[str, dict[str, float]]:
+        """The population counters, read from the store: dimension -> channel -> count."""
 
     @abstractmethod
     def resolve_identity(self, identity: HashedIdentity) -> str | None:

@@ -87,3 +87,4 @@ class Outcome(_Answer):
     id: str
     outcome: Literal["accepted", "declined"]
     status: Literal["accepted", "duplicate"]
+    recorded: bool = True

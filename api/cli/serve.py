@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -55,6 +56,7 @@ def demo(
     """Load a fresh demo population into the embedded store and serve the API."""
     from training.simulation.population import PopulationSpec, generate_population
 
+    check_port_free(host, port)  # before a key is printed that would not work
     store_url = os.environ.get("RAPPORT_DEMO_STORE", DEMO_STORE)
     remove_sqlite_file(store_url)
     settings = Settings(store=store_url)
@@ -69,9 +71,24 @@ def demo(
         f"Loaded [bold]{loaded:,}[/] events for {customers + 1} customers into {store_url}"
     )
     # soft_wrap: long command lines stay whole, so they can be copied.
-    console().print(what_to_try(host, port, key), soft_wrap=True, highlight=False)
+    console().print(what_to_try(host, port, key, store_url), soft_wrap=True, highlight=False)
     os.environ["RAPPORT_STORE"] = store_url
     serve(host=host, port=port, workers=1)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Exit with a clear message if `host:port` cannot be listened on (busy, or not ours)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            console().print(
+                f"[red]Cannot listen on {host}:{port} ({exc.strerror}). Is another server "
+                f"running there? Choose another port: make demo PORT={port + 1}[/]",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
 
 
 def demo_customer_events(now: datetime) -> list[Event]:
@@ -95,15 +112,19 @@ def demo_customer_events(now: datetime) -> list[Event]:
     ]
 
 
-def what_to_try(host: str, port: int, key: str) -> str:
+def what_to_try(host: str, port: int, key: str, store_url: str = DEMO_STORE) -> str:
     """The demo's welcome: the key to export, then curl lines that use it (rich markup)."""
     base = f"http://{host}:{port}"
     headers = """-H "Authorization: Bearer $RAPPORT_KEY" -H 'content-type: application/json'"""
     return f"""
 [bold]Rapport is starting on {base}[/]  (OpenAPI docs: {base}/docs)
 
-The demo's API key has every scope. Set it in the shell you try the API from:
+The demo's API key has every scope. Set it in the shell you try the API from, with the
+demo's store for the `rapport` commands (they live in .venv/bin):
   export RAPPORT_KEY={key}
+  export RAPPORT_STORE={store_url}
+
+Operator console: {base}/console/ (sign in with the key above)
 
 Ask the ATM what to pre-fill for a customer with a weekly habit:
   curl -s -X POST {base}/v1/decisions {headers} \\

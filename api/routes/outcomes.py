@@ -27,4 +27,5 @@ def post_outcome(outcome: OutcomeIn, store: Store, now: Now) -> OutcomeOut:
         id=outcome.id,
         outcome=outcome.outcome,
         status="duplicate" if status is AppendStatus.DUPLICATE else "accepted",
+        recorded=status is not AppendStatus.DUPLICATE,
     )

@@ -59,7 +59,6 @@ recovers by itself when Redis is back. No method talks to Redis before its first
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
@@ -67,7 +66,6 @@ from functools import partial
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
-from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
@@ -121,7 +119,7 @@ class RedisStore(OnlineStore):
         config: EngineConfig,
         redis_config: RedisStoreConfig,
         *,
-        prior_ttl_seconds: float = 5.0,
+        prior_ttl_seconds: float = 0.5,
     ) -> None:
         super().__init__(config)
         self.redis_config = redis_config
@@ -133,7 +131,6 @@ class RedisStore(OnlineStore):
         self._connection = LazyClient(
             partial(connect, redis_config), "Redis store", on_open=self._register_scripts
         )
-        self._prior: tuple[float, ChannelPrior] | None = None
         access = RedisAccess(self._redis, self._script, self.keys, config, redis_config)
         self._access = access
         self._identities = RedisIdentities(access)
@@ -203,21 +200,14 @@ class RedisStore(OnlineStore):
             return None
         return Decision.model_validate_json(decode_document(as_bytes(stored)))
 
-    def population_prior(self) -> ChannelPrior:
-        now = time.monotonic()
-        cached = self._prior
-        if cached is not None and now < cached[0]:
-            return cached[1]
-        # Two threads may both refresh after expiry; both compute the same prior, so no lock.
+    def population_counts(self) -> dict[str, dict[str, float]]:
         with translated_errors():
             stored = self._redis().hgetall(self.keys.population())
         counts: dict[str, dict[str, float]] = {}
         for field, count in stored.items():
             dimension, channel = split_population_field(as_bytes(field).decode())
             counts.setdefault(dimension, {})[channel] = float(int(count))
-        prior = ChannelPrior.from_counts(counts)
-        self._prior = (now + self.prior_ttl_seconds, prior)
-        return prior
+        return counts
 
     # -- identities and privacy: feature_store.redis.identity, feature_store.redis.privacy -----
 

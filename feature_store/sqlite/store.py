@@ -30,7 +30,6 @@ write-ahead log's copies are overwritten as the log is reused after checkpoints)
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +37,6 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
@@ -157,7 +155,7 @@ class SQLiteStore(OnlineStore):
         config: EngineConfig,
         sqlite_config: SQLiteStoreConfig,
         *,
-        prior_ttl_seconds: float = 5.0,
+        prior_ttl_seconds: float = 0.5,
     ) -> None:
         super().__init__(config)
         self.sqlite_config = sqlite_config
@@ -171,7 +169,6 @@ class SQLiteStore(OnlineStore):
         self._pending = PendingDecisions(sqlite_config.decision_log_loss_window_seconds)
         self._writer: GroupWriter | None = None
         # (monotonic expiry, prior), replaced in one assignment so readers never see half of it.
-        self._prior: tuple[float, ChannelPrior] | None = None
         try:
             with translated_errors(_WHAT):
                 self._prepare_file()
@@ -225,12 +222,7 @@ class SQLiteStore(OnlineStore):
             return self._pending.get(decision_id)
         return Decision.model_validate_json(row[0])
 
-    def population_prior(self) -> ChannelPrior:
-        now = time.monotonic()
-        cached = self._prior
-        if cached is not None and now < cached[0]:
-            return cached[1]
-        # Two threads may both refresh after expiry; both compute the same prior, so no lock.
+    def population_counts(self) -> dict[str, dict[str, float]]:
         with translated_errors(_WHAT):
             found = self._connection().execute(
                 "SELECT dimension, channel, count FROM population_counts"
@@ -238,9 +230,7 @@ class SQLiteStore(OnlineStore):
             counts: dict[str, dict[str, float]] = {}
             for dimension, channel, count in found:
                 counts.setdefault(dimension, {})[channel] = float(count)
-        prior = ChannelPrior.from_counts(counts)
-        self._prior = (now + self.prior_ttl_seconds, prior)
-        return prior
+        return counts
 
     def resolve_identity(self, identity: HashedIdentity) -> str | None:
         with translated_errors(_WHAT):

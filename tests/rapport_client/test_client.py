@@ -56,9 +56,10 @@ def test_a_touchpoint_sends_events_gets_its_usual_default_and_reports_the_answer
     assert usual.values == {"amount": 200, "currency": "EUR", "receipt": False}
     assert "200" in usual.reasons.en
     outcome = rapport.record_outcome(decision.decision_id, usual.id, "declined")
-    assert (outcome.outcome, outcome.status) == ("declined", "accepted")
+    # The report was recorded (status "accepted", recorded true); the answer was a decline.
+    assert (outcome.outcome, outcome.status, outcome.recorded) == ("declined", "accepted", True)
     again = rapport.record_outcome(decision.decision_id, usual.id, "declined")
-    assert again.status == "duplicate"
+    assert (again.status, again.recorded) == ("duplicate", False)
 
 
 def test_an_error_carries_the_api_code_the_fields_and_the_request_id(

@@ -101,3 +101,26 @@ def test_the_demo_key_has_every_scope_and_every_curl_line_sends_it(settings: Set
             http.get("/v1/customers/cust-1", headers=bearer(key)),
         ):
             assert scope_check.status_code in (200, 404), scope_check.text
+
+
+def test_the_demo_says_which_store_its_commands_use_and_where_the_console_is() -> None:
+    welcome = what_to_try("127.0.0.1", 8080, "rk_x", "sqlite:///var/demo.db")
+
+    assert "export RAPPORT_STORE=sqlite:///var/demo.db" in welcome
+    assert "http://127.0.0.1:8080/console/" in welcome
+
+
+def test_the_demo_refuses_a_busy_port_before_it_prints_a_key() -> None:
+    import socket
+
+    from typer.testing import CliRunner as Runner
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = Runner(env={"COLUMNS": "200"}).invoke(app, ["demo", "--port", str(port)])
+
+    assert result.exit_code == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.output
+    assert "RAPPORT_KEY" not in result.output
