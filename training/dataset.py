@@ -28,8 +28,10 @@ import pandas as pd
 
 from engine.config import EngineConfig
 from engine.decision import Decision
+from feature_store.offline.columnar import read_events
 from feature_store.offline.export import STATE_FILE, OfflineStore
 from feature_store.offline.replay import EventLog, training_examples
+from feature_store.offline.tables import SCHEMAS
 
 DEFAULT_CHANNEL = "default_channel"
 DEFAULT_MATCHES = "default_matches"
@@ -56,7 +58,9 @@ def load_examples(
     `config` must be the online engine config (the replay is the online fold)."""
     store = OfflineStore(offline_root)
     return examples_from_logs(
-        store.read("events"),
+        read_events(
+            sorted((offline_root / "events").glob("date=*/part-*.parquet")), SCHEMAS["events"]
+        ),
         store.read("decisions"),
         store.read("outcomes"),
         config,
