@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from engine.config import EngineConfig
 from engine.decision import Decision
-from feature_store.offline.columnar import read_events
+from feature_store.offline.columnar import EVENT_COLUMNS, read_events
 from feature_store.offline.export import STATE_FILE, OfflineStore
 from feature_store.offline.replay import EventLog, training_examples
 from feature_store.offline.tables import SCHEMAS
@@ -64,7 +65,7 @@ def load_examples(
         store.read("decisions"),
         store.read("outcomes"),
         config,
-        erased=_applied_erasures(offline_root),
+        erased=applied_erasures(offline_root),
         label_window=label_window,
     )
 
@@ -128,7 +129,16 @@ def _decisions(decisions: pd.DataFrame | Iterable[Decision]) -> Iterator[Decisio
         yield decision
 
 
-def _applied_erasures(offline_root: Path) -> frozenset[str]:
+def log_ordered_events(offline_root: Path) -> pa.Table:
+    """The replay columns of the offline `events` table, in log (`seq`) order, decoded by
+    `feature_store.offline.columnar` (each file's schema version checked)."""
+    paths = sorted((offline_root / "events").glob("date=*/part-*.parquet"))
+    table = read_events(paths, SCHEMAS["events"], columns=(*EVENT_COLUMNS, "seq"))
+    return table.sort_by("seq").drop_columns(["seq"])
+
+
+def applied_erasures(offline_root: Path) -> frozenset[str]:
+    """The digests of the customers whose erasure the offline store has applied."""
     path = offline_root / STATE_FILE
     if not path.exists():
         return frozenset()

@@ -91,23 +91,28 @@ def with_schema_version(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(metadata)
 
 
-def read_events(paths: Sequence[Path], schema: pa.Schema | None = None) -> pa.Table:
-    """The replay columns (`EVENT_COLUMNS`) of the Parquet files `paths`, each file's schema
-    version checked first. `schema` (e.g. `SCHEMAS["events"]`) unifies files written apart."""
+def read_events(
+    paths: Sequence[Path],
+    schema: pa.Schema | None = None,
+    *,
+    columns: Sequence[str] = EVENT_COLUMNS,
+) -> pa.Table:
+    """The `columns` (the replay's by default) of the Parquet files `paths`, each file's
+    schema version checked first. `schema` (e.g. `SCHEMAS["events"]`) unifies files."""
     tables = []
     for path in paths:
         check_schema(path)
-        tables.append(pq.read_table(path, columns=list(EVENT_COLUMNS), schema=schema))
+        tables.append(pq.read_table(path, columns=list(columns), schema=schema))
     if not tables:
-        return empty_events()
+        return empty_events(columns)
     return pa.concat_tables(tables, promote_options="default")
 
 
-def empty_events() -> pa.Table:
+def empty_events(columns: Sequence[str] = EVENT_COLUMNS) -> pa.Table:
     from feature_store.offline.tables import SCHEMAS
 
     schema: pa.Schema = SCHEMAS["events"]
-    return schema.empty_table().select(list(EVENT_COLUMNS))
+    return schema.empty_table().select(list(columns))
 
 
 def event_histories(
