@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -148,6 +149,36 @@ def connect(scheduler: str | None = None, *, workers: int | None = None) -> Iter
         yield client
 
 
+#: `--scheduler` / RAPPORT_DASK_SCHEDULER value for a local cluster, one worker per core.
+LOCAL = "local"
+
+
+def replay_on_cluster(
+    scheduler: str,
+    offline_root: Path,
+    config: EngineConfig,
+    *,
+    work_dir: Path | None = None,
+    partitions: int | None = None,
+    label_window: timedelta | None = None,
+) -> DistributedReplay:
+    """`distributed_examples` on the cluster at `scheduler`, or on a local cluster started
+    for it (`LOCAL`). Work files go to `work_dir`, by default `_replay` beside the tables
+    (the examples are kept there as Parquet, under `examples/`)."""
+    local = scheduler == LOCAL
+    work = work_dir or offline_root / "_replay"
+    with connect(None if local else scheduler) as client:
+        return distributed_examples(
+            client,
+            offline_root,
+            work,
+            config,
+            partitions=partitions,
+            label_window=label_window,
+            local=local,
+        )
+
+
 def cluster_of(client: Client, *, local: bool) -> Cluster:
     info = client.scheduler_info()
     workers = info.get("workers", {})
@@ -177,6 +208,8 @@ def distributed_examples(
     cluster = cluster_of(client, local=local)
     count = partitions or max(1, 4 * cluster.threads)
     phases: dict[str, float] = {}
+    for previous in ("split", "examples"):  # a former run's partitions, maybe of another count
+        shutil.rmtree(work_dir / previous, ignore_errors=True)
 
     began = time.perf_counter()
     split_root = work_dir / "split"

@@ -81,3 +81,46 @@ def test_the_run_records_the_cluster_partitioning_and_phases(
     assert params["replay.partitions"] == 3
     assert params["replay.events"] == len(pd.read_parquet(offline_root / "events"))
     assert {"phase.split_seconds", "phase.replay_seconds", "phase.gather_seconds"} <= set(params)
+
+
+def test_rapport_train_on_a_scheduler_records_the_cluster_in_mlflow(
+    client: Client, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from api.cli import app
+    from tests.training.test_registry import (
+        empty_mlflow_store,
+        simulated_logs,
+        write_offline_store,
+    )
+
+    offline = write_offline_store(tmp_path, simulated_logs())
+    uri = empty_mlflow_store(tmp_path / "mlflow", tmp_path_factory.getbasetemp())
+    runner = CliRunner(
+        env={
+            "RAPPORT_MLFLOW_URI": uri,
+            "RAPPORT_MLFLOW_ARTIFACTS": str(tmp_path / "mlflow" / "artifacts"),
+            "RAPPORT_STORE": f"sqlite:///{tmp_path / 'rapport.db'}",
+            "RAPPORT_DASK_SCHEDULER": client.scheduler.address,
+            "COLUMNS": "200",
+        }
+    )
+    result = runner.invoke(app, ["train", "--offline", str(offline), "--partitions", "4"])
+    assert result.exit_code == 0, result.output
+    [run] = MlflowClient(tracking_uri=uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri=uri).search_experiments()]
+    )
+    params = run.data.params
+    assert params["replay.mode"] == "dask"
+    assert params["dask.scheduler"] == client.scheduler.address
+    assert params["dask.workers"] == "2"
+    assert params["dask.threads"] == "2"
+    assert params["replay.partitions"] == "4"
+    assert float(params["phase.replay_seconds"]) > 0
+    assert float(params["phase.train_seconds"]) > 0
+    assert run.data.tags["rapport.replay"] == "dask"
+    assert sorted(p.name for p in (offline / "_replay" / "examples").iterdir()) == [
+        f"part-{n:05d}.parquet" for n in range(4)
+    ]
