@@ -31,7 +31,7 @@ import resource
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -95,7 +95,7 @@ class PartitionReport:
     seconds: float
     cpu_seconds: float
     worker: str
-    peak_rss_bytes: int  # the worker process's peak so far, not this task's alone
+    peak_rss_bytes: int  # the worker process's peak during this task (Linux), in bytes
 
 
 @dataclass
@@ -308,6 +308,7 @@ def replay_partition(
     from training.dataset import examples_from_logs
 
     began, cpu_began = time.perf_counter(), time.process_time()
+    _reset_peak_rss()
     root = Path(split_root)
     events = read_partition_events(_partition_files(root, "events", partition))
     decisions = _read_frame(_partition_files(root, "decisions", partition), "decisions")
@@ -326,8 +327,26 @@ def replay_partition(
         seconds=time.perf_counter() - began,
         cpu_seconds=time.process_time() - cpu_began,
         worker=_worker_name(),
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=_peak_rss_bytes(),
     )
+
+
+def _reset_peak_rss() -> None:
+    """Start this process's peak resident set size afresh (Linux), so the peak is the task's:
+    a worker forked from a big client inherits its peak otherwise."""
+    with suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_bytes() -> int:
+    """The process's peak resident set size since `_reset_peak_rss` (Linux), or ever."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _worker_name() -> str:
@@ -343,9 +362,9 @@ def gather_examples(examples_root: Path, reports: Sequence[PartitionReport]) -> 
     """The partitions' examples as one frame, in the single-process replay's order."""
     paths = [examples_root / f"part-{r.partition:05d}.parquet" for r in reports]
     if not paths:
-        from feature_store.offline.replay import training_examples
+        from training.dataset import examples_from_logs
 
-        empty: pd.DataFrame = training_examples([], [], [], EngineConfig())
+        empty: pd.DataFrame = examples_from_logs([], [], [], EngineConfig())
         return empty
     frames = [pd.read_parquet(path) for path in paths]
     frame = pd.concat(frames, ignore_index=True)

@@ -124,3 +124,21 @@ def test_rapport_train_on_a_scheduler_records_the_cluster_in_mlflow(
     assert sorted(p.name for p in (offline / "_replay" / "examples").iterdir()) == [
         f"part-{n:05d}.parquet" for n in range(4)
     ]
+
+
+def test_a_file_of_an_unknown_schema_version_stops_the_replay(
+    offline_root: Path, client: Client, tmp_path: Path
+) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from feature_store.offline.columnar import SCHEMA_VERSION_KEY, UnsupportedSchema
+
+    copy = tmp_path / "offline"
+    shutil.copytree(offline_root, copy)
+    path = sorted((copy / "events").glob("date=*/part-*.parquet"))[0]
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({SCHEMA_VERSION_KEY: b"2"}), path)
+    with pytest.raises(UnsupportedSchema, match="schema version 2"):
+        distributed_examples(client, copy, tmp_path / "work", CONFIG, partitions=2)
