@@ -79,7 +79,11 @@ def train_command(
     ] = None,
     partitions: Annotated[
         int | None,
-        typer.Option(min=1, help="Customer partitions of a Dask replay (4 per worker thread)."),
+        typer.Option(
+            min=1,
+            help="Customer partitions of a Dask replay (default: 4 per worker thread, at "
+            "least one per 100k events).",
+        ),
     ] = None,
 ) -> None:
     """Train on the offline store, log an MLflow run (metrics against the baselines and the
