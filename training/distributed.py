@@ -260,8 +260,8 @@ PARTITION_EVENTS = 100_000
 def default_partitions(offline_root: Path, threads: int) -> int:
     """At least 4 partitions per worker thread (so that uneven partitions even out), more
     when needed for `PARTITION_EVENTS` events each (counted from the files' footers)."""
-    events = sum(
-        pq.ParquetFile(path).metadata.num_rows
+    events: int = sum(
+        int(pq.ParquetFile(path).metadata.num_rows)
         for path in (offline_root / "events").glob("date=*/part-*.parquet")
     )
     return max(1, 4 * threads, -(-events // PARTITION_EVENTS))
