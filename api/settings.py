@@ -166,6 +166,12 @@ class Settings(BaseSettings):
         "folder or a URI such as s3://bucket/rapport); a tracking server may impose its own.",
     )
     mlflow_experiment: str = Field("rapport", min_length=1, description="MLflow experiment.")
+    dask_scheduler: str | None = Field(
+        None,
+        description="Dask scheduler that `rapport train` replays the offline store on "
+        "(RAPPORT_DASK_SCHEDULER, e.g. tcp://scheduler:8786), or `local` for a local cluster of "
+        "one worker process per core; unset: the replay runs in the training process.",
+    )
     model_name: str = Field(
         "rapport-nba", min_length=1, description="Registered model that training versions."
     )

@@ -20,9 +20,13 @@ Phases, each in events per second of the events it goes over:
   as the stores and replay fold), i.e. replay without reading features;
 * point in time: `feature_store.offline.replay.point_in_time_facts`, the fold plus the facts of the
   profile at each decision (what training examples are made of);
+* decode only, validated (before): `events_from_frame`, one pydantic-validated `Event` per row,
+  how replay decoded the offline table before columnar replay;
+* decode only, columnar (now): `feature_store.offline.columnar.event_histories` over the same
+  rows as an Arrow table (sorting, de-duplication and `Event`s built from the columns);
 * from frames: `feature_store.offline.replay.training_examples` from pandas frames shaped like the
-  offline tables, i.e. also validating each row back into an `Event` and building the frame
-  of examples (the decisions have no items, so it holds no rows).
+  offline tables, i.e. the columnar decode, the replay, the facts flattened into feature
+  columns and the frame of examples (the decisions have no items, so it holds no rows).
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
 from engine.fold import apply_in_place, new_profile
-from feature_store.offline.replay import point_in_time_facts, training_examples
+from feature_store.offline.columnar import event_histories, events_table
+from feature_store.offline.replay import events_from_frame, point_in_time_facts, training_examples
 from training.simulation.population import PopulationSpec, iter_customer_histories
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -91,6 +96,13 @@ def main(
         best_of(repeat, "baseline: dict update per event", events, lambda: baseline(histories)),
         best_of(repeat, "fold (apply_in_place)", events, lambda: fold(histories, config)),
         best_of(repeat, "point in time (fold + facts)", events, lambda: facts(histories, config)),
+        best_of(
+            repeat,
+            "decode only: validated Events (before)",
+            events,
+            lambda: decode_validated(frames),
+        ),
+        best_of(repeat, "decode only: columnar (now)", events, lambda: decode_columnar(frames)),
         best_of(
             repeat, "from frames (decode + replay)", events, lambda: from_frames(frames, config)
         ),
@@ -206,6 +218,17 @@ def offline_frames(histories: Histories) -> Frames:
             }
         ),
     )
+
+
+def decode_validated(frames: Frames) -> int:
+    """What replay did before: an `Event` validated per row."""
+    return sum(1 for _ in events_from_frame(frames.events))
+
+
+def decode_columnar(frames: Frames) -> int:
+    """What replay does now: `feature_store.offline.columnar`, from the Arrow columns."""
+    table = events_table(frames.events)
+    return sum(len(history) for _, history in event_histories(table))
 
 
 def from_frames(frames: Frames, config: EngineConfig) -> int:

@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,14 +40,18 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import typer
 
 from engine.catalogue import RETAIL_BANK_CATALOGUE, load_catalogue
 from engine.config import EngineConfig
 from engine.decision import Decision, DecisionRequest
-from engine.events import Channel, Event
+from engine.events import Channel, Event, EventType
 from engine.habits import UsualRequest
+from feature_store.offline.columnar import with_schema_version
 from feature_store.offline.replay import point_in_time_facts
+from feature_store.offline.tables import SCHEMAS
 from training.bundle import ModelBundle
 from training.dataset import examples_from_logs
 from training.simulation.logged_data import SimulatedLogs, simulate_logs
@@ -96,8 +102,35 @@ def main(
     learning_curve: Annotated[int, typer.Option(min=0, help="Learning curve points.")] = 0,
     score: Annotated[int, typer.Option(min=10, help="Decisions scored for latency.")] = 500,
     report: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="0: replay in this process from the simulated objects; N: write the logs as "
+            "an offline store (Parquet) and replay it on a local Dask cluster of N workers.",
+        ),
+    ] = 0,
+    offline: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the offline store (default: a temp dir); one written there by "
+            "an earlier run is replayed again without simulating."
+        ),
+    ] = None,
 ) -> None:
     """Time simulation, replay and training at `events` events; time scoring a decision."""
+    if workers:
+        return _main_on_dask(
+            events,
+            decisions_per_customer,
+            shard_customers,
+            days,
+            seed,
+            threads,
+            workers,
+            offline,
+            report,
+        )
     config = EngineConfig()
     customers = max(10, round(events * 180 / days / EVENTS_PER_CUSTOMER))
     print(
@@ -131,6 +164,154 @@ def main(
     print(json.dumps(figures, indent=1))
     if report is not None:
         report.write_text(json.dumps(figures, indent=1))
+
+
+def _main_on_dask(
+    events: int,
+    decisions_per_customer: int,
+    shard_customers: int,
+    days: int,
+    seed: int,
+    threads: int,
+    workers: int,
+    offline: Path | None,
+    report: Path | None,
+) -> None:
+    """The logs written as an offline store, replayed on a local cluster of `workers`."""
+    from training.distributed import connect, distributed_examples
+
+    config = EngineConfig()
+    customers = max(10, round(events * 180 / days / EVENTS_PER_CUSTOMER))
+    print(
+        f"{customers:,} customers, {customers * decisions_per_customer:,} decisions, "
+        f"{workers} Dask worker process(es); Python {platform.python_version()}, load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    with tempfile.TemporaryDirectory(prefix="rapport-bench-") as scratch:
+        root = offline or Path(scratch)
+        timings: dict[str, Timing] = {}
+        logged = dict.fromkeys(("population_events", "logged_events", "decisions"), 0)
+        written = root / "offline" / "events"
+        if offline is not None and written.is_dir():  # written by an earlier run: reused
+            logged["logged_events"] = sum(
+                pq.ParquetFile(path).metadata.num_rows for path in written.glob("*/*.parquet")
+            )
+            print(f"reusing the offline store in {root}")
+        for number, size in enumerate(
+            [] if logged["logged_events"] else _shard_sizes(customers, shard_customers)
+        ):
+            with _timed(timings, "simulate"):
+                logs = simulate_logs(size, size * decisions_per_customer, seed + number, days=days)
+            with _timed(timings, "write_offline"):
+                write_offline_shard(root / "offline", logs, number)
+            logged["population_events"] += len(logs.population.events)
+            logged["logged_events"] += len(logs.events)
+            logged["decisions"] += len(logs.decisions)
+            del logs
+        print(f"simulated: {logged} in {timings.get('simulate', Timing(0, 0)).seconds:.0f} s")
+        with connect(workers=workers) as client, _timed(timings, "examples"):
+            replay = distributed_examples(client, root / "offline", root / "work", config)
+        examples = replay.examples
+        print(f"examples: {len(examples):,} rows in {timings['examples'].seconds:.1f} s")
+        train_config = TrainConfig(seed=seed, threads=threads)
+        with _timed(timings, "train"):
+            result = train(examples, config=train_config)
+        print(f"trained in {timings['train'].seconds:.1f} s")
+    worker_cpu = sum(r.cpu_seconds for r in replay.reports)
+    peaks: dict[str, int] = {}
+    for partition in replay.reports:
+        peaks[partition.worker] = max(peaks.get(partition.worker, 0), partition.peak_rss_bytes)
+    figures = {
+        **logged,
+        "workers": replay.cluster.workers,
+        "partitions": replay.partitions,
+        "example_rows": len(examples),
+        "timings": {name: asdict(timing) for name, timing in timings.items()},
+        "replay_phases_seconds": {k: round(v, 2) for k, v in replay.phase_seconds.items()},
+        "replay_worker_cpu_seconds": round(worker_cpu, 2),
+        "replay_events_per_worker_cpu_second": round(replay.events / worker_cpu),
+        "replay_plus_train_seconds": round(
+            timings["examples"].seconds + timings["train"].seconds, 1
+        ),
+        "peak_rss_mb_per_worker": {w: round(b / 2**20) for w, b in sorted(peaks.items())},
+        "peak_rss_mb_client": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "train_stages": result.timings,
+        "holdout": {
+            name: round(value, 4) for name, value in result.metrics.items() if name in REPORTED
+        },
+        "load_average": round(os.getloadavg()[0], 1),
+    }
+    print(json.dumps(figures, indent=1))
+    if report is not None:
+        report.write_text(json.dumps(figures, indent=1))
+
+
+def write_offline_shard(root: Path, logs: SimulatedLogs, shard: int) -> None:
+    """One shard's logs as files of the offline store's tables (ids prefixed by the shard,
+    rows numbered `seq` from the shard's number, so shards are one store)."""
+    prefix = f"s{shard}-"
+    base = shard * 10_000_000
+    events = logs.events
+    outcomes = [e for e in events if e.type is EventType.OUTCOME]
+    tables: dict[str, dict[str, list[Any]]] = {
+        "events": {
+            "event_id": [prefix + e.event_id for e in events],
+            "customer_id": [prefix + e.customer_id for e in events],
+            "occurred_at": [e.occurred_at for e in events],
+            "type": [e.type.value for e in events],
+            "channel": [e.channel.value for e in events],
+            "touchpoint": [e.touchpoint for e in events],
+            "attributes": [json.dumps(e.attributes, default=str) for e in events],
+            "status": ["accepted"] * len(events),
+            "seq": list(range(base, base + len(events))),
+        },
+        "outcomes": {
+            "event_id": [prefix + e.event_id for e in outcomes],
+            "customer_id": [prefix + e.customer_id for e in outcomes],
+            "occurred_at": [e.occurred_at for e in outcomes],
+            **{
+                name: [_text(e.attributes.get(name)) for e in outcomes]
+                for name in ("target", "outcome", "segment")
+            },
+            "decision_id": [prefix + str(e.attributes["decision_id"]) for e in outcomes],
+            "kind": [e.attributes.get("kind", "default") for e in outcomes],
+            "value": [_amount(e.attributes.get("value")) for e in outcomes],
+            "channel": [e.channel.value for e in outcomes],
+            "touchpoint": [e.touchpoint for e in outcomes],
+            "attributes": [json.dumps(e.attributes, default=str) for e in outcomes],
+            "status": ["accepted"] * len(outcomes),
+            "seq": list(range(base, base + len(outcomes))),
+        },
+        "decisions": {
+            "decision_id": [prefix + d.decision_id for d in logs.decisions],
+            "customer_id": [prefix + d.customer_id for d in logs.decisions],
+            "decided_at": [d.decided_at for d in logs.decisions],
+            "body": [
+                d.model_copy(update={"decision_id": prefix + d.decision_id}).model_dump_json()
+                for d in logs.decisions
+            ],
+            "seq": list(range(base, base + len(logs.decisions))),
+        },
+    }
+    for name, columns in tables.items():
+        schema = SCHEMAS[name]  # type: ignore[index]
+        full = {
+            field.name: columns.get(field.name, [None] * len(columns["seq"])) for field in schema
+        }
+        table = with_schema_version(pa.Table.from_pydict(full, schema=schema))
+        folder = root / name / f"date=shard{shard:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(
+            table, folder / f"part-{base:012d}-{base + len(columns['seq']):012d}.parquet"
+        )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _amount(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def scoring_latency(

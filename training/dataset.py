@@ -25,11 +25,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from engine.config import EngineConfig
 from engine.decision import Decision
+from feature_store.offline.columnar import EVENT_COLUMNS, read_events
 from feature_store.offline.export import STATE_FILE, OfflineStore
 from feature_store.offline.replay import EventLog, training_examples
+from feature_store.offline.tables import SCHEMAS
 
 DEFAULT_CHANNEL = "default_channel"
 DEFAULT_MATCHES = "default_matches"
@@ -56,11 +59,13 @@ def load_examples(
     `config` must be the online engine config (the replay is the online fold)."""
     store = OfflineStore(offline_root)
     return examples_from_logs(
-        store.read("events"),
+        read_events(
+            sorted((offline_root / "events").glob("date=*/part-*.parquet")), SCHEMAS["events"]
+        ),
         store.read("decisions"),
         store.read("outcomes"),
         config,
-        erased=_applied_erasures(offline_root),
+        erased=applied_erasures(offline_root),
         label_window=label_window,
     )
 
@@ -124,7 +129,16 @@ def _decisions(decisions: pd.DataFrame | Iterable[Decision]) -> Iterator[Decisio
         yield decision
 
 
-def _applied_erasures(offline_root: Path) -> frozenset[str]:
+def log_ordered_events(offline_root: Path) -> pa.Table:
+    """The replay columns of the offline `events` table, in log (`seq`) order, decoded by
+    `feature_store.offline.columnar` (each file's schema version checked)."""
+    paths = sorted((offline_root / "events").glob("date=*/part-*.parquet"))
+    table = read_events(paths, SCHEMAS["events"], columns=(*EVENT_COLUMNS, "seq"))
+    return table.sort_by("seq").drop_columns(["seq"])
+
+
+def applied_erasures(offline_root: Path) -> frozenset[str]:
+    """The digests of the customers whose erasure the offline store has applied."""
     path = offline_root / STATE_FILE
     if not path.exists():
         return frozenset()

@@ -119,15 +119,20 @@ def log_training(
     champion_version: str | None = None,
     run_name: str | None = None,
     step: Step | None = None,
+    extra_params: Mapping[str, str | int | float] | None = None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> LoggedRun:
     """Log one training run: params, metrics (`model`'s as they are, each baseline's as
     `baseline.<name>.<metric>`), the dataset (`source`: where the examples came from), plots
     and the bundle with a signature. `champion_version`: the registry version the
-    `champion` baseline is. `step(description)` is called as each part starts."""
+    `champion` baseline is. `step(description)` is called as each part starts.
+    `extra_params` and `extra_tags` are logged as they are (e.g. the Dask cluster that replayed
+    the examples, its partitioning and each phase's seconds)."""
     announce = step or (lambda description: None)
     _prepare_local_store(target.uri)
     mlflow.set_tracking_uri(target.uri)
     tags = {"rapport.source": source, "rapport.champion_version": champion_version or ""}
+    tags.update(extra_tags or {})
     with (
         _quiet_mlflow(),
         mlflow.start_run(experiment_id=experiment_id(target), run_name=run_name, tags=tags) as run,
@@ -135,6 +140,8 @@ def log_training(
     ):
         announce("params and metrics")
         mlflow.log_params(dict(result.params))
+        if extra_params:
+            mlflow.log_params(dict(extra_params))
         mlflow.log_metrics(run_metrics(result))
         announce("dataset")
         _log_dataset(result.dataset, source, examples)

@@ -8,6 +8,7 @@ name from RAPPORT_MODEL_NAME, the promotion rule from RAPPORT_PROMOTE_*.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,9 +69,29 @@ def train_command(
             min=1, help="Fitting threads; more than the free cores slows training (OpenMP)."
         ),
     ] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay the offline store on this Dask scheduler (tcp://host:8786), or `local` "
+            "for a local cluster of one worker per core (default: RAPPORT_DASK_SCHEDULER; "
+            "unset: in this process)."
+        ),
+    ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Customer partitions of a Dask replay (default: 4 per worker thread, at "
+            "least one per 100k events).",
+        ),
+    ] = None,
 ) -> None:
     """Train on the offline store, log an MLflow run (metrics against the baselines and the
-    champion on the same holdout, plots, the model) and register it as the `challenger`."""
+    champion on the same holdout, plots, the model) and register it as the `challenger`.
+
+    With a Dask scheduler the point-in-time replay runs on the cluster, partitioned by
+    customer (`training.distributed`); training then runs here, on the gathered examples.
+    The run records the cluster, the partitioning and each phase's seconds."""
     from training.registry import CHALLENGER, CHAMPION
     from training.tracking import TrackingTarget, log_training
     from training.train import NotEnoughData, TrainConfig, train
@@ -78,18 +99,31 @@ def train_command(
     settings = Settings()
     registry = _registry(settings)
     config = TrainConfig(seed=seed, threads=threads)
+    cluster = scheduler or settings.dask_scheduler
     with _progress() as bars:
-        examples = _examples(bars, offline, settings)
+        began = time.perf_counter()
+        if cluster:
+            examples, replay_params = _examples_on_cluster(
+                bars, offline, settings, cluster, partitions
+            )
+        else:
+            examples, replay_params = _examples(bars, offline, settings), {"replay.mode": "local"}
+        phases: dict[str, str | int | float] = {
+            **replay_params,
+            "phase.examples_seconds": round(time.perf_counter() - began, 3),
+        }
         champion_version, champion = _champion(bars, registry)
         task = bars.add_task("training", total=None)
 
         def show(stage: str, number: int, total: int) -> None:
             bars.update(task, description=f"training: {stage}", total=total, completed=number - 1)
 
+        began = time.perf_counter()
         try:
             result = train(examples, config=config, champion=champion, progress=show)
         except NotEnoughData as exc:
             raise fail(f"Not enough data to train: {exc}") from None
+        phases["phase.train_seconds"] = round(time.perf_counter() - began, 3)
         bars.update(task, description="training", completed=bars.tasks[task].total or 1)
         logging = bars.add_task("logging the MLflow run", total=None)
         target = TrackingTarget(
@@ -103,6 +137,8 @@ def train_command(
             champion_version=champion_version,
             run_name=run_name or f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}",
             step=lambda part: bars.update(logging, description=f"logging the MLflow run: {part}"),
+            extra_params=phases,
+            extra_tags={"rapport.replay": str(phases.get("replay.mode", "dask"))},
         )
         bars.update(logging, description="logging the MLflow run", total=1, completed=1)
         registry = registry or _open_registry(settings)
@@ -311,6 +347,22 @@ def _examples(bars: Progress, offline: Path, settings: Settings) -> pd.DataFrame
     examples = load_examples(offline, settings.engine)
     bars.update(task, total=len(examples), completed=len(examples))
     return examples
+
+
+def _examples_on_cluster(
+    bars: Progress, offline: Path, settings: Settings, scheduler: str, partitions: int | None
+) -> tuple[pd.DataFrame, dict[str, str | int | float]]:
+    from training.distributed import replay_on_cluster
+
+    if not offline.is_dir():
+        raise fail(f"No offline store at {offline}: run `rapport export --out {offline}` first.")
+    task = bars.add_task(f"replaying {offline} on Dask ({scheduler})", total=None)
+    try:
+        replay = replay_on_cluster(scheduler, offline, settings.engine, partitions=partitions)
+    except OSError as exc:  # no scheduler at that address
+        raise fail(f"Cannot reach the Dask scheduler {scheduler}: {exc}") from None
+    bars.update(task, total=len(replay.examples), completed=len(replay.examples))
+    return replay.examples, {"replay.mode": "dask", **replay.params()}
 
 
 def _champion(

@@ -63,6 +63,7 @@ from engine.events import Event
 from engine.identity import customer_digest
 from feature_store.base import CustomerExport, LogTable, OnlineStore
 from feature_store.errors import StoreError
+from feature_store.offline.columnar import with_schema_version
 from feature_store.offline.tables import SCHEMAS, TABLES, OfflineTable, table_rows
 
 STATE_FILE = "_state.json"
@@ -432,6 +433,7 @@ def _remove_customers(parts: _Parts, digests: set[str], report: TableReport) -> 
 
 def _write_parquet(path: Path, table: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    table = with_schema_version(table)  # read back by feature_store.offline.columnar
     _replace_atomically(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
