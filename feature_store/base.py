@@ -16,6 +16,7 @@ from engine.channel_preference import ChannelPrior
 from engine.config import EngineConfig
 from engine.decision import Decision
 from engine.events import Event
+from engine.fold import FoldStatus
 from engine.identity import HashedIdentity, LinkedIdentity, customer_digest
 from engine.profile import Profile
 from feature_store.errors import UnsupportedCapability
@@ -28,6 +29,14 @@ class AppendStatus(StrEnum):
     DUPLICATE = "duplicate"  # this event_id was seen before: nothing changed
     TOO_LATE = "too_late"  # logged, but older than the profile's idempotence horizon
     ERASED = "erased"  # the customer was erased: refused, nothing stored
+
+
+#: What each outcome of the fold (`engine.fold.FoldStatus`) answers for an appended event.
+APPEND_STATUS: dict[FoldStatus, AppendStatus] = {
+    FoldStatus.APPLIED: AppendStatus.ACCEPTED,
+    FoldStatus.DUPLICATE: AppendStatus.DUPLICATE,
+    FoldStatus.TOO_LATE: AppendStatus.TOO_LATE,
+}
 
 
 class IdentityLink(BaseModel):

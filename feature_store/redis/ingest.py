@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from engine.channel_preference import population_dimensions
 from engine.config import EngineConfig
 from engine.events import Event
-from engine.fold import FoldStatus, apply_in_place, new_profile
+from engine.fold import apply_in_place, new_profile
 from engine.identity import customer_digest
 from engine.profile import Profile
-from feature_store.base import AppendStatus
+from feature_store.base import APPEND_STATUS, AppendStatus
 from feature_store.errors import StoreError, StoreUnavailable
 from feature_store.keys import population_field
 from feature_store.redis.codec import (
@@ -57,11 +57,6 @@ from feature_store.redis.privacy import RedisPrivacy
 
 logger = logging.getLogger(__name__)
 
-_APPEND_STATUS = {
-    FoldStatus.APPLIED: AppendStatus.ACCEPTED,
-    FoldStatus.DUPLICATE: AppendStatus.DUPLICATE,
-    FoldStatus.TOO_LATE: AppendStatus.TOO_LATE,
-}
 #: Backoff between optimistic commit rounds, in seconds: uniform in [0, min(cap, base*2^n)].
 _CONFLICT_BACKOFF_BASE = 0.002
 _CONFLICT_BACKOFF_CAP = 0.05
@@ -371,7 +366,7 @@ def fold_new_events(
         # Ids were checked against the dedup window, so events older than the profile's ring
         # are new too (a resend later than the window is the documented client error).
         status = apply_in_place(folded, events[position], config, known_new=True)
-        statuses[position] = _APPEND_STATUS[status]
+        statuses[position] = APPEND_STATUS[status]
     applied = [events[p] for p in fresh if statuses[p] is AppendStatus.ACCEPTED]
     # TOO_LATE events are logged though not folded; the fold's DUPLICATEs are not.
     logged = [p for p in fresh if statuses[p] is not AppendStatus.DUPLICATE]

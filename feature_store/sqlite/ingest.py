@@ -16,15 +16,9 @@ from dataclasses import dataclass
 
 from engine.config import EngineConfig
 from engine.events import Event
-from engine.fold import FoldStatus, fold_in_place
-from feature_store.base import AppendStatus
+from engine.fold import fold_in_place
+from feature_store.base import APPEND_STATUS, AppendStatus
 from feature_store.sqlite import rows
-
-_APPEND_STATUS = {
-    FoldStatus.APPLIED: AppendStatus.ACCEPTED,
-    FoldStatus.DUPLICATE: AppendStatus.DUPLICATE,
-    FoldStatus.TOO_LATE: AppendStatus.TOO_LATE,
-}
 
 # (customer_id, event_id) pairs joined on the log's unique index.
 _LOGGED_PAIRS = (
@@ -111,7 +105,7 @@ def apply_batch(
         )
         folded = False
         for position, fold_status in zip(positions, fold_statuses, strict=True):
-            status = statuses[position] = _APPEND_STATUS[fold_status]
+            status = statuses[position] = APPEND_STATUS[fold_status]
             if status is AppendStatus.ACCEPTED:
                 applied.append(batch.events[position])
                 folded = True
