@@ -4,17 +4,45 @@ For each request kind at a kind of touchpoint (e.g. cash_withdrawal at ATMs), th
 values among the recent requests form a habit when both their count and their share pass the
 thresholds of `EngineConfig`. A habit the customer declined `default_max_declines` times since
 they last accepted it is not offered; another habit can still form later.
+
+Exact repeats come first and behave as they always did. When no exact values pass, amounts that
+lie within a tolerance of each other (relative, with an absolute floor per currency) form an
+*approximate* habit, provided every other value (currency, receipt, options) matches exactly: the
+default offers the cluster's median, rounded the way the customer rounds their own amounts.
+
+A habit may also have a rhythm (`Rhythm`): the same day of the month or of the week, within a
+tolerance. Given the time of the decision, a rhythmic habit is due or not yet due.
+
+Everything here reads at most `habit_window` records per habit key: the cost per decision is
+bounded, and the tolerant pass runs only where the exact one found nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from engine.config import EngineConfig
 from engine.decision import assemble
 from engine.profile import Profile, RequestRecord, split_habit_key
+
+HabitKind = Literal["exact", "approximate"]
+#: Rounding units a customer's amounts may share, largest first.
+_ROUNDING_UNITS = tuple(Decimal(u) for u in (1000, 500, 100, 50, 10, 5, 1))
+_MONTH_DAYS = 31
+
+
+class Rhythm(BaseModel):
+    """When a habit recurs: around one day of the month or on one day of the week."""
+
+    period: Literal["monthly", "weekly"]
+    day: int = Field(description="Day of the month (1-31) or of the week (0 = Monday).")
+    tolerance_days: int
+    hour: int | None = Field(None, description="Usual hour of the day, when it is regular.")
 
 
 class UsualRequest(BaseModel):
@@ -24,12 +52,24 @@ class UsualRequest(BaseModel):
     channel: str
     values: dict[str, Any]
     signature: str
-    matches: int = Field(description="Recent requests with exactly these values.")
+    matches: int = Field(description="Recent requests with these values (within tolerance).")
     window: int = Field(description="Recent requests considered.")
     confidence: float = Field(ge=0, le=1, description="Laplace-smoothed share of matches.")
     accepted: int = Field(0, description="Times this default was accepted.")
     declines: int = Field(0, description="Declines since it was last accepted.")
     suppressed: bool = Field(False, description="Declined too often: not offered.")
+    kind: HabitKind = Field("exact", description="exact repeats, or amounts within tolerance.")
+    formed: bool = Field(True, description="False: the best candidate, below count or share.")
+    below: Literal["count", "share"] | None = Field(None, description="Why it did not form.")
+    rhythm: Rhythm | None = None
+    due: bool | None = Field(None, description="With a rhythm and a time: the moment fits.")
+    last_at: datetime | None = Field(None, description="The latest matching request.")
+
+    @property
+    def timed(self) -> bool:
+        """The rhythm decides when it is offered and is said in the reason. Exact repeats keep
+        the behaviour and wording they always had: their rhythm only ranks them."""
+        return self.rhythm is not None and self.kind == "approximate"
 
 
 def usual_requests(
@@ -39,10 +79,14 @@ def usual_requests(
     channel: str | None = None,
     request: str | None = None,
     include_suppressed: bool = False,
+    include_unformed: bool = False,
+    at: datetime | None = None,
 ) -> list[UsualRequest]:
     """The customer's habits, optionally only at one kind of touchpoint or for one request kind.
 
-    Sorted by request kind then channel. Suppressed habits are left out unless asked for.
+    Sorted by request kind then channel. Suppressed habits are left out unless asked for, and so
+    are the best candidates that did not form (`include_unformed`). With `at`, a habit with a
+    rhythm says whether it is due then.
     """
     habits = []
     for key, records in sorted(profile.habits.items()):
@@ -51,34 +95,58 @@ def usual_requests(
             continue
         if request is not None and habit_request != request:
             continue
-        habit = _detect(profile, key, records, config)
-        if habit is not None and (include_suppressed or not habit.suppressed):
+        habit = _detect(profile, key, records, config, at, include_unformed)
+        if habit is None:
+            continue
+        if not habit.formed and not include_unformed:
+            continue
+        if include_suppressed or not habit.suppressed:
             habits.append(habit)
     return habits
 
 
 def _detect(
-    profile: Profile, key: str, records: list[RequestRecord], config: EngineConfig
+    profile: Profile,
+    key: str,
+    records: list[RequestRecord],
+    config: EngineConfig,
+    at: datetime | None,
+    include_unformed: bool,
 ) -> UsualRequest | None:
     if not records:
         return None
-    signatures: dict[str, int] = {}  # in order of first use, each signature computed once
-    latest: dict[str, RequestRecord] = {}  # records are oldest first: the latest one wins
+    # Records by signature, in order of first use, each signature computed once; records are
+    # oldest first, so each list ends with the latest one.
+    signatures: dict[str, list[RequestRecord]] = {}
     for record in records:
         signed = record.signature()
-        signatures[signed] = signatures.get(signed, 0) + 1
-        latest[signed] = record
+        same = signatures.get(signed)
+        if same is None:
+            signatures[signed] = [record]
+        else:
+            same.append(record)
     # Most frequent values; on a tie the most recently used ones.
-    signature = max(signatures, key=lambda sig: (signatures[sig], latest[sig].at))
-    matches, window = signatures[signature], len(records)
-    values = latest[signature].values()
+    signature = max(signatures, key=lambda sig: (len(signatures[sig]), signatures[sig][-1].at))
+    cluster = signatures[signature]
+    matches, window = len(cluster), len(records)
+    values = cluster[-1].values()
     if not values:
         return None  # nothing to pre-fill
-    if matches < config.habit_min_count or matches / window < config.habit_min_share:
+    kind: HabitKind = "exact"
+    if _below(matches, window, config) is not None and len(signatures) > 1:
+        approximate = _tolerant_cluster(records, config)
+        if approximate is not None and len(approximate) > matches:
+            cluster, kind, matches = approximate, "approximate", len(approximate)
+            values = dict(cluster[-1].values())
+            values["amount"] = _representative(cluster)
+            signature = _signature(values)
+    below = _below(matches, window, config)
+    if below is not None and not include_unformed:
         return None
     feedback = profile.default_feedback.get(key, {}).get(signature)
     declines = feedback.declines_since_acceptance() if feedback else 0
     request, channel = split_habit_key(key)
+    rhythm = _rhythm(cluster, config) if config.habit_rhythm and below is None else None
     return assemble(
         UsualRequest,
         request=request,
@@ -91,4 +159,133 @@ def _detect(
         accepted=feedback.accepted if feedback else 0,
         declines=declines,
         suppressed=declines >= config.default_max_declines,
+        kind=kind,
+        formed=below is None,
+        below=below,
+        rhythm=rhythm,
+        due=_due(rhythm, cluster[-1].at, at) if rhythm is not None and at is not None else None,
+        last_at=cluster[-1].at,
     )
+
+
+def _below(matches: int, window: int, config: EngineConfig) -> Literal["count", "share"] | None:
+    if matches < config.habit_min_count:
+        return "count"
+    if matches / window < config.habit_min_share:
+        return "share"
+    return None
+
+
+def _signature(values: dict[str, Any]) -> str:
+    return ";".join([f"{key}={values[key]!r}" for key in sorted(values)])
+
+
+def _tolerant_cluster(
+    records: list[RequestRecord], config: EngineConfig
+) -> list[RequestRecord] | None:
+    """The largest set of records whose amounts lie within tolerance of each other and whose
+    other values match exactly; on a tie the one with the latest request. Oldest first."""
+    groups: dict[str, list[RequestRecord]] = {}
+    for record in records:
+        if record.amount is not None:
+            rest = (record.currency, record.receipt, sorted(record.options.items()))
+            groups.setdefault(repr(rest), []).append(record)
+    best: list[RequestRecord] | None = None
+    best_key: tuple[int, datetime] | None = None
+    for group in groups.values():
+        if len(group) < config.habit_min_count:
+            continue
+        floor = Decimal(str(config.amount_floor(group[0].currency)))
+        relative = Decimal(str(config.habit_amount_tolerance))
+        ordered = sorted(group, key=lambda r: (_amount(r), r.at, r.event_id))
+        end = 0
+        for start, low in enumerate(ordered):
+            assert low.amount is not None
+            limit = low.amount + max(relative * low.amount, floor)
+            end = max(end, start)
+            while end + 1 < len(ordered) and _amount(ordered[end + 1]) <= limit:
+                end += 1
+            members = ordered[start : end + 1]
+            rank = (len(members), max(r.at for r in members))
+            if best_key is None or rank > best_key:
+                best_key, best = rank, members
+    if best is None:
+        return None
+    return sorted(best, key=lambda r: (r.at, r.event_id))
+
+
+def _amount(record: RequestRecord) -> Decimal:
+    assert record.amount is not None
+    return record.amount
+
+
+def _representative(cluster: list[RequestRecord]) -> int | float:
+    """The cluster's median, rounded to the largest unit all its amounts are multiples of
+    (round tens stay round tens); amounts with cents give a whole number."""
+    amounts = sorted(_amount(r) for r in cluster)
+    middle = len(amounts) // 2
+    median = amounts[middle] if len(amounts) % 2 else (amounts[middle - 1] + amounts[middle]) / 2
+    unit = next(
+        (u for u in _ROUNDING_UNITS if all(a % u == 0 for a in amounts)), _ROUNDING_UNITS[-1]
+    )
+    rounded = (median / unit).quantize(Decimal(1), rounding=ROUND_HALF_UP) * unit
+    return int(rounded)
+
+
+def _rhythm(cluster: list[RequestRecord], config: EngineConfig) -> Rhythm | None:
+    """A monthly or weekly rhythm, if (nearly) every matching request kept to it."""
+    if len(cluster) < config.rhythm_min_count:
+        return None
+    times = [r.at for r in cluster]
+    gaps = sorted((b - a).total_seconds() / 86_400 for a, b in itertools.pairwise(times))
+    gap = gaps[len(gaps) // 2]
+    needed = len(times) - len(times) // 5  # one in five may be off the rhythm
+    tolerance = config.rhythm_tolerance_days
+    if 20 <= gap <= 40:
+        day = _circular_centre([t.day for t in times], _MONTH_DAYS, tolerance, needed)
+        if day is not None:
+            return Rhythm(period="monthly", day=day, tolerance_days=tolerance, hour=_hour(times))
+    if 5 <= gap <= 9:
+        day = _circular_centre([t.weekday() for t in times], 7, 0, needed)
+        if day is not None:
+            return Rhythm(period="weekly", day=day, tolerance_days=0, hour=_hour(times))
+    return None
+
+
+def _circular_centre(days: list[int], cycle: int, tolerance: int, needed: int) -> int | None:
+    """The day (of a cycle) within `tolerance` of at least `needed` of `days`, or None."""
+    best: tuple[int, int, int] | None = None
+    for centre in sorted(set(days)):
+        near = [d for d in days if _circular_distance(d, centre, cycle) <= tolerance]
+        spread = sum(_circular_distance(d, centre, cycle) for d in near)
+        rank = (len(near), -spread, -centre)
+        if best is None or rank > best:
+            best = rank
+    if best is None or best[0] < needed:
+        return None
+    return -best[2]
+
+
+def _circular_distance(a: int, b: int, cycle: int) -> int:
+    distance = abs(a - b) % cycle
+    return min(distance, cycle - distance)
+
+
+def _hour(times: list[datetime]) -> int | None:
+    hours = sorted(t.hour for t in times)
+    median = hours[len(hours) // 2]
+    near = sum(1 for h in hours if _circular_distance(h, median, 24) <= 1)
+    return median if near >= len(hours) - len(hours) // 5 else None
+
+
+def _due(rhythm: Rhythm, last: datetime, at: datetime) -> bool:
+    """The moment fits: `at` falls in the rhythm's window and the habit was not met in it."""
+    if rhythm.period == "monthly":
+        fits = _circular_distance(at.day, rhythm.day, _MONTH_DAYS) <= rhythm.tolerance_days
+        return fits and at - last > timedelta(days=2 * rhythm.tolerance_days + 1)
+    return at.weekday() == rhythm.day and at - last > timedelta(days=1)
+
+
+def ordinal(day: int) -> str:
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
