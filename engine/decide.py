@@ -64,7 +64,15 @@ def decide(
     or above `config.min_default_acceptance`."""
     scorer = scorer or OnlineRates(AcceptanceRates.from_population(prior.counts))
     considered = (
-        usual_requests(profile, config, include_suppressed=True, include_unformed=True, at=at)
+        usual_requests(
+            profile,
+            config,
+            include_suppressed=True,
+            include_unformed=True,
+            at=at,
+            timed_channel=request.channel.value,
+            exact_rhythms=False,
+        )
         if profile
         else []
     )

@@ -81,6 +81,8 @@ def usual_requests(
     include_suppressed: bool = False,
     include_unformed: bool = False,
     at: datetime | None = None,
+    timed_channel: str | None = None,
+    exact_rhythms: bool = True,
 ) -> list[UsualRequest]:
     """The customer's habits, optionally only at one kind of touchpoint or for one request kind.
 
@@ -95,7 +97,10 @@ def usual_requests(
             continue
         if request is not None and habit_request != request:
             continue
-        habit = _detect(profile, key, records, config, at, include_unformed)
+        timed = at is not None and timed_channel in (None, habit_channel)
+        habit = _detect(
+            profile, key, records, config, at if timed else None, include_unformed, exact_rhythms
+        )
         if habit is None:
             continue
         if not habit.formed and not include_unformed:
@@ -112,28 +117,33 @@ def _detect(
     config: EngineConfig,
     at: datetime | None,
     include_unformed: bool,
+    exact_rhythms: bool = True,
 ) -> UsualRequest | None:
     if not records:
         return None
-    # Records by signature, in order of first use, each signature computed once; records are
-    # oldest first, so each list ends with the latest one.
-    signatures: dict[str, list[RequestRecord]] = {}
+    # Records by their values, in order of first use; records are oldest first, so each list
+    # ends with the latest one. Grouped by a tuple of the values, which groups exactly as the
+    # signature does at a fraction of its cost: only the winner's signature is written.
+    signatures: dict[tuple[Any, ...], list[RequestRecord]] = {}
     for record in records:
-        signed = record.signature()
+        signed = _values_key(record)
         same = signatures.get(signed)
         if same is None:
             signatures[signed] = [record]
         else:
             same.append(record)
     # Most frequent values; on a tie the most recently used ones.
-    signature = max(signatures, key=lambda sig: (len(signatures[sig]), signatures[sig][-1].at))
-    cluster = signatures[signature]
+    best = max(signatures, key=lambda sig: (len(signatures[sig]), signatures[sig][-1].at))
+    cluster = signatures[best]
     matches, window = len(cluster), len(records)
     values = cluster[-1].values()
     if not values:
         return None  # nothing to pre-fill
+    signature = cluster[-1].signature()
     kind: HabitKind = "exact"
-    if _below(matches, window, config) is not None and len(signatures) > 1:
+    if _below(matches, window, config) is not None and _may_cluster(
+        records, len(signatures), config
+    ):
         approximate = _tolerant_cluster(records, config)
         if approximate is not None and len(approximate) > matches:
             cluster, kind, matches = approximate, "approximate", len(approximate)
@@ -146,7 +156,9 @@ def _detect(
     feedback = profile.default_feedback.get(key, {}).get(signature)
     declines = feedback.declines_since_acceptance() if feedback else 0
     request, channel = split_habit_key(key)
-    rhythm = _rhythm(cluster, config) if config.habit_rhythm and below is None else None
+    timed = config.habit_rhythm and below is None and at is not None
+    timed = timed and (exact_rhythms or kind == "approximate")
+    rhythm = _rhythm(cluster, config) if timed else None
     return assemble(
         UsualRequest,
         request=request,
@@ -168,6 +180,25 @@ def _detect(
     )
 
 
+def _values_key(record: RequestRecord) -> tuple[Any, ...]:
+    """Equal for two records exactly when their signatures are equal."""
+    amount = record.amount
+    if record.options:  # typed, so that 1 and True stay apart as their signatures keep them
+        options = tuple((k, type(v), v) for k, v in sorted(record.options.items()))
+    else:
+        options = ()
+    return (amount, record.currency if amount is not None else None, record.receipt, options)
+
+
+def _may_cluster(records: list[RequestRecord], distinct: int, config: EngineConfig) -> bool:
+    """Whether amounts within tolerance could form a habit where exact values did not: enough
+    requests with an amount to pass both thresholds (a cheap test before the tolerant pass)."""
+    if distinct < 2 or (config.habit_amount_tolerance == 0 and config.habit_amount_floor == 0):
+        return False
+    needed = max(config.habit_min_count, config.habit_min_share * len(records))
+    return sum(1 for record in records if record.amount is not None) >= needed
+
+
 def _below(matches: int, window: int, config: EngineConfig) -> Literal["count", "share"] | None:
     if matches < config.habit_min_count:
         return "count"
@@ -185,33 +216,43 @@ def _tolerant_cluster(
 ) -> list[RequestRecord] | None:
     """The largest set of records whose amounts lie within tolerance of each other and whose
     other values match exactly; on a tie the one with the latest request. Oldest first."""
-    groups: dict[str, list[RequestRecord]] = {}
+    groups: dict[tuple[Any, ...], list[tuple[float, RequestRecord]]] = {}
     for record in records:
         if record.amount is not None:
-            rest = (record.currency, record.receipt, sorted(record.options.items()))
-            groups.setdefault(repr(rest), []).append(record)
-    best: list[RequestRecord] | None = None
-    best_key: tuple[int, datetime] | None = None
+            rest = (record.currency, record.receipt, *sorted(record.options.items()))
+            groups.setdefault(rest, []).append((float(record.amount), record))
+    best: list[tuple[float, RequestRecord]] = []
+    best_rank: tuple[int, datetime] | None = None
+    relative, min_count = config.habit_amount_tolerance, config.habit_min_count
     for group in groups.values():
-        if len(group) < config.habit_min_count:
+        if len(group) < min_count:
             continue
-        floor = Decimal(str(config.amount_floor(group[0].currency)))
-        relative = Decimal(str(config.habit_amount_tolerance))
-        ordered = sorted(group, key=lambda r: (_amount(r), r.at, r.event_id))
-        end = 0
-        for start, low in enumerate(ordered):
-            assert low.amount is not None
-            limit = low.amount + max(relative * low.amount, floor)
+        floor = config.amount_floor(group[0][1].currency) + 1e-9  # amounts have two decimals
+        group.sort(key=_by_amount)
+        end, last = 0, len(group) - 1
+        for start, (low, _) in enumerate(group):
+            limit = low + max(relative * low, floor)
             end = max(end, start)
-            while end + 1 < len(ordered) and _amount(ordered[end + 1]) <= limit:
+            while end < last and group[end + 1][0] <= limit:
                 end += 1
-            members = ordered[start : end + 1]
-            rank = (len(members), max(r.at for r in members))
-            if best_key is None or rank > best_key:
-                best_key, best = rank, members
-    if best is None:
+            size = end + 1 - start
+            if size < min_count or (best_rank is not None and size < best_rank[0]):
+                continue
+            members = group[start : end + 1]
+            rank = (size, max(record.at for _, record in members))
+            if best_rank is None or rank > best_rank:
+                best_rank, best = rank, members
+    if not best:
         return None
-    return sorted(best, key=lambda r: (r.at, r.event_id))
+    return sorted((record for _, record in best), key=_by_time)
+
+
+def _by_amount(pair: tuple[float, RequestRecord]) -> tuple[float, datetime, str]:
+    return pair[0], pair[1].at, pair[1].event_id
+
+
+def _by_time(record: RequestRecord) -> tuple[datetime, str]:
+    return record.at, record.event_id
 
 
 def _amount(record: RequestRecord) -> Decimal:
@@ -244,12 +285,18 @@ def _rhythm(cluster: list[RequestRecord], config: EngineConfig) -> Rhythm | None
     if 20 <= gap <= 40:
         day = _circular_centre([t.day for t in times], _MONTH_DAYS, tolerance, needed)
         if day is not None:
-            return Rhythm(period="monthly", day=day, tolerance_days=tolerance, hour=_hour(times))
+            return _make_rhythm("monthly", day, tolerance, times)
     if 5 <= gap <= 9:
         day = _circular_centre([t.weekday() for t in times], 7, 0, needed)
         if day is not None:
-            return Rhythm(period="weekly", day=day, tolerance_days=0, hour=_hour(times))
+            return _make_rhythm("weekly", day, 0, times)
     return None
+
+
+def _make_rhythm(
+    period: Literal["monthly", "weekly"], day: int, tolerance: int, times: list[datetime]
+) -> Rhythm:
+    return assemble(Rhythm, period=period, day=day, tolerance_days=tolerance, hour=_hour(times))
 
 
 def _circular_centre(days: list[int], cycle: int, tolerance: int, needed: int) -> int | None:

@@ -152,8 +152,11 @@ def test_exact_repeats_keep_their_wording_and_are_not_timed() -> None:
     assert default.reasons.en == "6 of your last 6 withdrawals were 200 EUR, no receipt"
     [trace] = decision.habits
     assert trace.kind == "exact"
-    assert trace.rhythm == "weekly:0"
-    assert trace.due is False
+    assert trace.rhythm is None  # not looked for on the decision path: it would not time it
+    [habit] = usual_requests(profile, CONFIG, at=off_rhythm)
+    assert habit.rhythm is not None
+    assert (habit.rhythm.period, habit.rhythm.day, habit.due) == ("weekly", 0, False)
+    assert not habit.timed
 
 
 def test_the_trace_explains_habits_below_count_and_filtered_by_request() -> None:
