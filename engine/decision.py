@@ -46,7 +46,9 @@ class Default(BaseModel):
     values: dict[str, Any]
     confidence: float = Field(ge=0, le=1)
     reasons: Reasons
-    matches: int = Field(description="Recent requests with exactly these values.")
+    matches: int = Field(
+        description="Recent requests with these values (amounts within tolerance)."
+    )
     window: int = Field(description="Recent requests considered.")
     signature: str = Field(description="Canonical form of the learned values (before overrides).")
 

@@ -241,3 +241,29 @@ def test_the_trace_counts_the_declines_of_a_suppressed_default() -> None:
     [trace] = decision.habits
     assert (trace.status, trace.declines) == ("suppressed_after_declines", 3)
     assert trace.reasons.en == ("Not offered: you declined it 3 times since you last accepted it")
+
+
+def test_an_approximate_default_declined_three_times_is_suppressed() -> None:
+    from engine.decide import outcome_event
+    from engine.events import OutcomeKind
+
+    profile = monthly_bills()
+    due = datetime(2026, 7, 1, 9, tzinfo=UTC)
+    for n in range(3):
+        decision = ask(profile, due + timedelta(minutes=n))
+        [default] = decision.defaults
+        answer = outcome_event(
+            decision.model_copy(update={"decision_id": f"bill-{n}"}),
+            default.id,
+            OutcomeKind.DECLINED,
+            at=decision.decided_at + timedelta(seconds=30),
+        )
+        profile = fold(profile, [answer])
+    decision = ask(profile, due + timedelta(hours=1))
+    assert decision.defaults == []
+    [trace] = decision.habits
+    assert (trace.kind, trace.status, trace.declines) == (
+        "approximate",
+        "suppressed_after_declines",
+        3,
+    )
