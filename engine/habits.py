@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -31,8 +30,8 @@ from engine.decision import assemble
 from engine.profile import Profile, RequestRecord, split_habit_key
 
 HabitKind = Literal["exact", "approximate"]
-#: Rounding units a customer's amounts may share, largest first.
-_ROUNDING_UNITS = tuple(Decimal(u) for u in (1000, 500, 100, 50, 10, 5, 1))
+#: Rounding units a customer's amounts may share, largest first, in cents.
+_ROUNDING_CENTS = tuple(100 * u for u in (1000, 500, 100, 50, 10, 5, 1))
 _MONTH_DAYS = 31
 
 
@@ -141,14 +140,13 @@ def _detect(
         return None  # nothing to pre-fill
     signature = cluster[-1].signature()
     kind: HabitKind = "exact"
-    if _below(matches, window, config) is not None and _may_cluster(
-        records, len(signatures), config
-    ):
+    if _below(matches, window, config) is not None and _may_cluster(len(signatures), config):
         approximate = _tolerant_cluster(records, config)
-        if approximate is not None and len(approximate) > matches:
-            cluster, kind, matches = approximate, "approximate", len(approximate)
+        if approximate is not None and len(approximate[0]) > matches:
+            cluster, cents = approximate
+            kind, matches = "approximate", len(cluster)
             values = dict(cluster[-1].values())
-            values["amount"] = _representative(cluster)
+            values["amount"] = _representative(cents)
             signature = _signature(values)
     below = _below(matches, window, config)
     if below is not None and not include_unformed:
@@ -190,13 +188,9 @@ def _values_key(record: RequestRecord) -> tuple[Any, ...]:
     return (amount, record.currency if amount is not None else None, record.receipt, options)
 
 
-def _may_cluster(records: list[RequestRecord], distinct: int, config: EngineConfig) -> bool:
-    """Whether amounts within tolerance could form a habit where exact values did not: enough
-    requests with an amount to pass both thresholds (a cheap test before the tolerant pass)."""
-    if distinct < 2 or (config.habit_amount_tolerance == 0 and config.habit_amount_floor == 0):
-        return False
-    needed = max(config.habit_min_count, config.habit_min_share * len(records))
-    return sum(1 for record in records if record.amount is not None) >= needed
+def _may_cluster(distinct: int, config: EngineConfig) -> bool:
+    """Whether amounts within tolerance could form a habit where exact values did not."""
+    return distinct > 1 and (config.habit_amount_tolerance > 0 or config.habit_amount_floor > 0)
 
 
 def _below(matches: int, window: int, config: EngineConfig) -> Literal["count", "share"] | None:
@@ -213,25 +207,27 @@ def _signature(values: dict[str, Any]) -> str:
 
 def _tolerant_cluster(
     records: list[RequestRecord], config: EngineConfig
-) -> list[RequestRecord] | None:
+) -> tuple[list[RequestRecord], list[int]] | None:
     """The largest set of records whose amounts lie within tolerance of each other and whose
-    other values match exactly; on a tie the one with the latest request. Oldest first."""
-    groups: dict[tuple[Any, ...], list[tuple[float, RequestRecord]]] = {}
+    other values match exactly, on a tie the one with the latest request: its records oldest
+    first, and their amounts in whole cents (amounts have at most two decimals)."""
+    groups: dict[tuple[Any, ...], list[tuple[int, RequestRecord]]] = {}
     for record in records:
-        if record.amount is not None:
+        amount = record.amount
+        if amount is not None:
             rest = (record.currency, record.receipt, *sorted(record.options.items()))
-            groups.setdefault(rest, []).append((float(record.amount), record))
-    best: list[tuple[float, RequestRecord]] = []
+            groups.setdefault(rest, []).append((round(float(amount) * 100), record))
+    best: list[tuple[int, RequestRecord]] = []
     best_rank: tuple[int, datetime] | None = None
     relative, min_count = config.habit_amount_tolerance, config.habit_min_count
     for group in groups.values():
         if len(group) < min_count:
             continue
-        floor = config.amount_floor(group[0][1].currency) + 1e-9  # amounts have two decimals
+        floor = 100 * config.amount_floor(group[0][1].currency)
         group.sort(key=_by_amount)
         end, last = 0, len(group) - 1
         for start, (low, _) in enumerate(group):
-            limit = low + max(relative * low, floor)
+            limit = low + max(relative * low, floor) + 1e-6
             end = max(end, start)
             while end < last and group[end + 1][0] <= limit:
                 end += 1
@@ -244,10 +240,10 @@ def _tolerant_cluster(
                 best_rank, best = rank, members
     if not best:
         return None
-    return sorted((record for _, record in best), key=_by_time)
+    return sorted((record for _, record in best), key=_by_time), [c for c, _ in best]
 
 
-def _by_amount(pair: tuple[float, RequestRecord]) -> tuple[float, datetime, str]:
+def _by_amount(pair: tuple[int, RequestRecord]) -> tuple[int, datetime, str]:
     return pair[0], pair[1].at, pair[1].event_id
 
 
@@ -255,22 +251,18 @@ def _by_time(record: RequestRecord) -> tuple[datetime, str]:
     return record.at, record.event_id
 
 
-def _amount(record: RequestRecord) -> Decimal:
-    assert record.amount is not None
-    return record.amount
-
-
-def _representative(cluster: list[RequestRecord]) -> int | float:
-    """The cluster's median, rounded to the largest unit all its amounts are multiples of
-    (round tens stay round tens); amounts with cents give a whole number."""
-    amounts = sorted(_amount(r) for r in cluster)
-    middle = len(amounts) // 2
-    median = amounts[middle] if len(amounts) % 2 else (amounts[middle - 1] + amounts[middle]) / 2
-    unit = next(
-        (u for u in _ROUNDING_UNITS if all(a % u == 0 for a in amounts)), _ROUNDING_UNITS[-1]
-    )
-    rounded = (median / unit).quantize(Decimal(1), rounding=ROUND_HALF_UP) * unit
-    return int(rounded)
+def _representative(cents: list[int]) -> int:
+    """The cluster's median, rounded half up to the largest unit all its amounts (in whole
+    cents) are multiples of: round tens stay round tens; amounts with cents give a whole
+    number."""
+    cents = sorted(cents)
+    middle = len(cents) // 2
+    twice_median = 2 * cents[middle] if len(cents) % 2 else cents[middle - 1] + cents[middle]
+    unit = next((u for u in _ROUNDING_CENTS if all(c % u == 0 for c in cents)), 100)
+    units, rest = divmod(twice_median, 2 * unit)
+    if rest >= unit:  # half up: rest / (2 * unit) >= 1/2
+        units += 1
+    return units * unit // 100
 
 
 def _rhythm(cluster: list[RequestRecord], config: EngineConfig) -> Rhythm | None:
