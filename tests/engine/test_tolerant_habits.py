@@ -267,3 +267,25 @@ def test_an_approximate_default_declined_three_times_is_suppressed() -> None:
         "suppressed_after_declines",
         3,
     )
+
+
+def test_a_due_payment_ranks_the_usual_payment_service_action() -> None:
+    from api.settings import Settings
+
+    policy = Settings().decision_policy()
+    profile = monthly_bills()
+
+    def actions(at: datetime) -> list[str]:
+        decision = decide(
+            profile,
+            DecisionRequest(customer_id="cust-1", touchpoint="web-1", channel="web"),  # type: ignore[arg-type]
+            prior=NO_PRIOR,
+            config=CONFIG,
+            decision_id="dec-due",
+            at=at,
+            policy=policy,
+        )
+        return [action.id for action in decision.actions]
+
+    assert "usual_payment_due" in actions(datetime(2026, 7, 1, 9, tzinfo=UTC))
+    assert "usual_payment_due" not in actions(datetime(2026, 6, 15, 9, tzinfo=UTC))
