@@ -7,6 +7,8 @@ A condition is plain data (it comes from the action catalogue's YAML) parsed int
     {has_open_case: complaint}    an open problem: complaint, failed_payment, outage,
                                   low_feedback, or any of them
     {has_habit: cash_withdrawal}  an offered usual request of that kind, at any channel
+    {habit_due: bill_payment}     a usual request of that kind whose rhythm says it is due now,
+                                  at the decision's kind of touchpoint
 
 Fields form a closed registry, `FIELDS` (engine/facts.py builds the facts): each name has a type,
 and the type decides which operators and literals are allowed. Parsing checks the field, the
@@ -111,7 +113,12 @@ class HasHabit:
     request: str
 
 
-Condition = Compare | AllOf | AnyOf | Not | HasOpenCase | HasHabit
+@dataclass(frozen=True, slots=True)
+class HabitDue:
+    request: str
+
+
+Condition = Compare | AllOf | AnyOf | Not | HasOpenCase | HasHabit | HabitDue
 
 
 def check_comparison(field: object, op: object, value: object) -> None:
@@ -163,7 +170,7 @@ def _check_literal(spec: FieldSpec, value: object, path: str) -> None:
 # ---- parsing plain data into nodes ----
 
 _COMPARISON_KEYS = ("field", "op", "value")
-_NODE_KEYS = ("all", "any", "not", "has_open_case", "has_habit")
+_NODE_KEYS = ("all", "any", "not", "has_open_case", "has_habit", "habit_due")
 
 
 def parse_condition(data: object) -> Condition:
@@ -194,6 +201,8 @@ class _Parser:
             return _has_open_case(body, join(path, key))
         if key == "has_habit":
             return _has_habit(body, join(path, key))
+        if key == "habit_due":
+            return HabitDue(_has_habit(body, join(path, key)).request)
         raise ConditionError(join(path, key_name(key)), "is not a known condition: " + _NODES)
 
     def _group(self, key: str, body: object, path: str, depth: int) -> Condition:
@@ -269,6 +278,8 @@ def evaluate(condition: Condition, facts: Facts) -> bool:
             return bool(facts.open_problems) if kind == ANY_PROBLEM else kind in facts.open_problems
         case HasHabit(request):
             return request in facts.habits
+        case HabitDue(request):
+            return request in facts.due_habits
 
 
 def _holds(fact: object, op: str, value: LiteralValue) -> bool:
@@ -300,6 +311,8 @@ def condition_data(condition: Condition) -> dict[str, Any]:
             return {"has_open_case": kind}
         case HasHabit(request):
             return {"has_habit": request}
+        case HabitDue(request):
+            return {"habit_due": request}
 
 
 # ---- compilation: a condition as a closure, prepared once per catalogue ----
@@ -327,6 +340,8 @@ def compile_condition(condition: Condition) -> Predicate:
             return lambda facts: kind in facts.open_problems
         case HasHabit(request):
             return lambda facts: request in facts.habits
+        case HabitDue(request):
+            return lambda facts: request in facts.due_habits
     raise TypeError(f"not a condition: {condition!r}")
 
 

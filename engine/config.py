@@ -64,3 +64,27 @@ class EngineConfig(BaseModel):
         "acceptance at which a habit is offered as a default.",
     )
     signatures_per_habit: int = Field(6, ge=1, description="Default outcomes kept per habit key.")
+    habit_amount_tolerance: float = Field(
+        0.10,
+        ge=0,
+        lt=1,
+        description="Amounts within this relative distance of each other form one approximate "
+        "habit (other values must match exactly) ...",
+    )
+    habit_amount_floor: float = Field(
+        2.0, ge=0, description="... or within this absolute distance, whichever is larger."
+    )
+    habit_amount_floors: dict[str, float] = Field(
+        default_factory=lambda: {"JPY": 300.0},
+        description="The absolute floor by currency, where it differs from habit_amount_floor.",
+    )
+    habit_rhythm: bool = Field(True, description="Detect monthly and weekly rhythms of habits.")
+    rhythm_min_count: int = Field(
+        4, ge=2, description="Matching requests needed before a rhythm is claimed."
+    )
+    rhythm_tolerance_days: int = Field(
+        3, ge=0, le=7, description="A monthly habit is due this many days either side of its day."
+    )
+
+    def amount_floor(self, currency: str | None) -> float:
+        return self.habit_amount_floors.get(currency or "", self.habit_amount_floor)

@@ -17,6 +17,8 @@ from engine.decision import (
     Decision,
     DecisionRequest,
     Default,
+    HabitStatus,
+    HabitTrace,
     Reasons,
     assemble,
 )
@@ -25,6 +27,7 @@ from engine.events import Channel, Event, EventType, OutcomeKind
 from engine.explain import (
     contact_channel_reasons,
     habit_reasons,
+    habit_status_reasons,
     join_reasons,
     stated_override_reasons,
 )
@@ -60,8 +63,21 @@ def decide(
     that estimates defaults' acceptance also decides which habits are offered: only those at
     or above `config.min_default_acceptance`."""
     scorer = scorer or OnlineRates(AcceptanceRates.from_population(prior.counts))
-    habits = usual_requests(profile, config) if profile else []
-    offered = _offered_habits(habits, request, scorer, config)
+    considered = (
+        usual_requests(
+            profile,
+            config,
+            include_suppressed=True,
+            include_unformed=True,
+            at=at,
+            timed_channel=request.channel.value,
+            exact_rhythms=False,
+        )
+        if profile
+        else []
+    )
+    habits = [habit for habit in considered if habit.formed and not habit.suppressed]
+    offered, traces = _offered_habits(considered, request, scorer, config)
     contact = contact_channel(profile, prior, at=at, config=config)
     plan = (
         next_best_actions(
@@ -90,6 +106,7 @@ def decide(
         channel=contact_choice(contact),
         actions=plan.actions if plan else [],
         candidates=plan.candidates if plan else [],
+        habits=traces,
         segment=plan.segment if plan else None,
         open_problems=plan.open_problems if plan else [],
         catalogue_version=policy.catalogue.version if policy else None,
@@ -103,25 +120,90 @@ def decide(
 
 
 def _offered_habits(
-    habits: list[UsualRequest], request: DecisionRequest, scorer: Scorer, config: EngineConfig
-) -> list[UsualRequest]:
-    """The habits to offer as defaults here: those learned at this kind of touchpoint (and for
-    the request kind the context names, if any), and that the scorer, if it has an opinion,
-    expects accepted often enough."""
+    considered: list[UsualRequest],
+    request: DecisionRequest,
+    scorer: Scorer,
+    config: EngineConfig,
+) -> tuple[list[UsualRequest], list[HabitTrace]]:
+    """The habits to offer as defaults here, and the trace of every habit considered here.
+
+    Offered: those learned at this kind of touchpoint (and for the request kind the context
+    names, if any), formed and not suppressed, due if their rhythm decides when (unless the
+    context names their request kind: the customer is about to make it), and that the scorer,
+    if it has an opinion, expects accepted often enough. Without a request kind in the
+    context, habits that are due come first."""
     requested = request.context.get("request")
     kind = requested if isinstance(requested, str) else None
     channel = request.channel.value
-    here = [h for h in habits if h.channel == channel and (kind is None or h.request == kind)]
-    if not here:
-        return here
-    acceptance = scorer.default_acceptance(here, request=request)
-    if acceptance is None:
-        return here
-    return [
-        habit
-        for habit, p in zip(here, acceptance, strict=True)
-        if p >= config.min_default_acceptance
+    status: dict[int, HabitStatus] = {}
+    here = [h for h in considered if h.channel == channel]
+    candidates: list[UsualRequest] = []
+    for index, habit in enumerate(here):
+        if not habit.formed:
+            status[index] = "below_count" if habit.below == "count" else "below_share"
+        elif habit.suppressed:
+            status[index] = "suppressed_after_declines"
+        elif kind is not None and habit.request != kind:
+            status[index] = "filtered_by_request"
+        elif kind is None and habit.timed and habit.due is False:
+            status[index] = "not_due"
+        else:
+            candidates.append(habit)
+    acceptance = scorer.default_acceptance(candidates, request=request) if candidates else None
+    probability: dict[int, float] = {}
+    offered: list[UsualRequest] = []
+    for position, habit in enumerate(candidates):
+        index = here.index(habit)
+        if acceptance is not None:
+            probability[index] = acceptance[position]
+            if acceptance[position] < config.min_default_acceptance:
+                status[index] = "below_acceptance"
+                continue
+        status[index] = "offered"
+        offered.append(habit)
+    if kind is None:
+        offered.sort(key=lambda habit: habit.due is not True)  # stable: due ones first
+    traces = [
+        _habit_trace(habit, status[index], probability.get(index), kind, config)
+        for index, habit in enumerate(here)
     ]
+    return offered, traces
+
+
+def _habit_trace(
+    habit: UsualRequest,
+    status: HabitStatus,
+    acceptance: float | None,
+    requested: str | None,
+    config: EngineConfig,
+) -> HabitTrace:
+    rhythm = habit.rhythm
+    return assemble(
+        HabitTrace,
+        request=habit.request,
+        channel=habit.channel,
+        values=habit.values,
+        signature=habit.signature,
+        kind=habit.kind,
+        status=status,
+        offered=status == "offered",
+        matches=habit.matches,
+        window=habit.window,
+        declines=habit.declines,
+        acceptance=acceptance,
+        threshold=config.min_default_acceptance if acceptance is not None else None,
+        rhythm=f"{rhythm.period}:{rhythm.day}" if rhythm else None,
+        due=habit.due,
+        reasons=habit_status_reasons(
+            habit,
+            status,
+            config_min_count=config.habit_min_count,
+            config_min_share=config.habit_min_share,
+            acceptance=acceptance,
+            threshold=config.min_default_acceptance,
+            requested=requested,
+        ),
+    )
 
 
 def degraded_decision(request: DecisionRequest, *, decision_id: str, at: datetime) -> Decision:

@@ -46,7 +46,9 @@ class Default(BaseModel):
     values: dict[str, Any]
     confidence: float = Field(ge=0, le=1)
     reasons: Reasons
-    matches: int = Field(description="Recent requests with exactly these values.")
+    matches: int = Field(
+        description="Recent requests with these values (amounts within tolerance)."
+    )
     window: int = Field(description="Recent requests considered.")
     signature: str = Field(description="Canonical form of the learned values (before overrides).")
 
@@ -94,6 +96,37 @@ class CandidateTrace(BaseModel):
     )
 
 
+HabitStatus = Literal[
+    "offered",
+    "below_count",
+    "below_share",
+    "suppressed_after_declines",
+    "below_acceptance",
+    "filtered_by_request",
+    "not_due",
+]
+
+
+class HabitTrace(BaseModel):
+    """A habit considered at this touchpoint, offered as a default or not, and why."""
+
+    request: str
+    channel: str
+    values: dict[str, Any]
+    signature: str
+    kind: str = Field(description="exact or approximate.")
+    status: HabitStatus
+    offered: bool
+    matches: int
+    window: int
+    declines: int = 0
+    acceptance: float | None = Field(None, description="The model's acceptance probability.")
+    threshold: float | None = Field(None, description="The least acceptance offered.")
+    rhythm: str | None = Field(None, description="E.g. 'monthly:1' or 'weekly:4'.")
+    due: bool | None = None
+    reasons: Reasons
+
+
 class ExperimentExposure(BaseModel):
     """The experiment variant whose policy made a decision: logged with it, joined to outcomes."""
 
@@ -116,6 +149,10 @@ class Decision(BaseModel):
     channel: ContactChannel | None = None
     actions: list[ChosenAction] = Field(default_factory=list, description="Ranked actions.")
     candidates: list[CandidateTrace] = Field(default_factory=list)
+    habits: list[HabitTrace] = Field(
+        default_factory=list,
+        description="Every habit considered at this touchpoint, offered or not, with the reason.",
+    )
     segment: str | None = Field(None, description="The customer's value segment.")
     open_problems: list[str] = Field(default_factory=list)
     catalogue_version: str | None = None

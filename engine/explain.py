@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.channel_preference import ChannelEstimate
 from engine.decision import Reasons
-from engine.habits import UsualRequest
+from engine.habits import Rhythm, UsualRequest, ordinal
 
 # Plural nouns for request kinds; unknown kinds get a generic phrase.
 _REQUEST_NOUNS: dict[str, tuple[str, str]] = {
@@ -17,6 +17,7 @@ _REQUEST_NOUNS: dict[str, tuple[str, str]] = {
     "top_up": ("top-ups", "ricariche"),
     "transfer": ("transfers", "bonifici"),
     "payment": ("payments", "pagamenti"),
+    "bill_payment": ("bill payments", "pagamenti"),
 }
 _GENERIC_NOUN = ("requests of this kind", "richieste di questo tipo")
 
@@ -60,14 +61,101 @@ def describe_values(values: Mapping[str, Any]) -> tuple[str, str]:
     return ", ".join(english), ", ".join(italian)
 
 
+_WEEKDAYS: tuple[tuple[str, str], ...] = (
+    ("Mondays", "il lunedì"),
+    ("Tuesdays", "il martedì"),
+    ("Wednesdays", "il mercoledì"),
+    ("Thursdays", "il giovedì"),
+    ("Fridays", "il venerdì"),
+    ("Saturdays", "il sabato"),
+    ("Sundays", "la domenica"),
+)
+
+
 def habit_reasons(habit: UsualRequest) -> Reasons:
+    """E.g. "6 of your last 6 withdrawals were 200 EUR, no receipt" (exact repeats), or
+    "6 of your last 7 bill payments were about 62 EUR, around the 1st of each month"."""
     noun_en, noun_it = request_noun(habit.request)
     values_en, values_it = describe_values(habit.values)
-    verb_it = "erano di" if "amount" in habit.values else "erano"
-    return Reasons(
-        en=f"{habit.matches} of your last {habit.window} {noun_en} were {values_en}",
-        it=f"{habit.matches} dei tuoi ultimi {habit.window} {noun_it} {verb_it} {values_it}",
-    )
+    about_en, about_it = ("about ", "circa ") if habit.kind == "approximate" else ("", "")
+    if "amount" in habit.values:
+        verb_it = "erano di circa" if about_it else "erano di"
+    else:
+        verb_it = "erano circa" if about_it else "erano"
+    english = f"{habit.matches} of your last {habit.window} {noun_en} were {about_en}{values_en}"
+    italian = f"{habit.matches} dei tuoi ultimi {habit.window} {noun_it} {verb_it} {values_it}"
+    if habit.timed and habit.rhythm is not None:
+        when_en, when_it = rhythm_phrase(habit.rhythm)
+        english, italian = f"{english}, {when_en}", f"{italian}, {when_it}"
+    return Reasons(en=english, it=italian)
+
+
+def rhythm_phrase(rhythm: Rhythm) -> tuple[str, str]:
+    """E.g. ("around the 1st of each month", "intorno al giorno 1 di ogni mese")."""
+    if rhythm.period == "monthly":
+        return (
+            f"around the {ordinal(rhythm.day)} of each month",
+            f"intorno al giorno {rhythm.day} di ogni mese",
+        )
+    return f"on {_WEEKDAYS[rhythm.day][0]}", _WEEKDAYS[rhythm.day][1]
+
+
+def habit_status_reasons(
+    habit: UsualRequest,
+    status: str,
+    *,
+    config_min_count: int,
+    config_min_share: float,
+    acceptance: float | None = None,
+    threshold: float | None = None,
+    requested: str | None = None,
+) -> Reasons:
+    """Why a habit considered at a touchpoint was, or was not, offered as a default."""
+    if status == "offered":
+        return habit_reasons(habit)
+    noun_en, noun_it = request_noun(habit.request)
+    if status == "below_count":
+        return Reasons(
+            en=f"Not offered: {habit.matches} of your last {habit.window} {noun_en} match, "
+            f"at least {config_min_count} needed",
+            it=f"Non proposto: {habit.matches} dei tuoi ultimi {habit.window} {noun_it} "
+            f"coincidono, ne servono almeno {config_min_count}",
+        )
+    if status == "below_share":
+        need = _percent(config_min_share)
+        return Reasons(
+            en=f"Not offered: {habit.matches} of your last {habit.window} {noun_en} match, "
+            f"less than {need}%",
+            it=f"Non proposto: {habit.matches} dei tuoi ultimi {habit.window} {noun_it} "
+            f"coincidono, meno del {need}%",
+        )
+    if status == "suppressed_after_declines":
+        return Reasons(
+            en=f"Not offered: you declined it {habit.declines} times since you last accepted it",
+            it=f"Non proposto: l'hai rifiutato {habit.declines} volte dall'ultima volta che "
+            "l'hai accettato",
+        )
+    if status == "below_acceptance":
+        p, t = _percent(acceptance or 0.0), _percent(threshold or 0.0)
+        return Reasons(
+            en=f"Not offered: the model expects it accepted with probability {p}%, "
+            f"below the threshold of {t}%",
+            it=f"Non proposto: il modello stima una probabilità di accettazione del {p}%, "
+            f"sotto la soglia del {t}%",
+        )
+    if status == "filtered_by_request":
+        asked_en, asked_it = request_noun(requested or "")
+        return Reasons(
+            en=f"Not offered: this touchpoint asked only for {asked_en}",
+            it=f"Non proposto: questo punto di contatto ha chiesto solo {asked_it}",
+        )
+    if status == "not_due":
+        when_en, when_it = rhythm_phrase(habit.rhythm) if habit.rhythm else ("", "")
+        return Reasons(
+            en=f"Not offered: not due yet (usually {when_en})",
+            it=f"Non proposto: non ancora il momento (di solito {when_it})",
+        )
+    return Reasons(en=f"Not offered: {status}", it=f"Non proposto: {status}")
 
 
 def stated_override_reasons(key: str, value: Any) -> Reasons:

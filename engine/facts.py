@@ -356,6 +356,7 @@ class Facts:
     values: Mapping[str, FactValue]
     open_problems: frozenset[str] = frozenset()
     habits: frozenset[str] = frozenset()
+    due_habits: frozenset[str] = frozenset()
 
 
 def facts_for(
@@ -377,6 +378,7 @@ def facts_for(
         values=_FieldValues(sources),
         open_problems=frozenset(open_problems(sources.profile, at, config)),
         habits=frozenset(habit.request for habit in habits),
+        due_habits=frozenset(habit.request for habit in habits if habit.timed and habit.due),
     )
 
 

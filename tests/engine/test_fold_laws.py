@@ -14,6 +14,8 @@ from engine.events import Event
 from engine.fold import FoldStatus, WrongCustomer, apply, fold, fold_with_status
 from tests.engine.builders import T0, canonical, event, event_lists, withdrawal
 
+CONFIG = EngineConfig()
+
 
 @given(events=event_lists(), data=st.data())
 @settings(max_examples=150, deadline=None)
@@ -135,3 +137,40 @@ def test_complaints_open_and_resolve() -> None:
     assert fold(profile, [resolved]).open_cases() == []
     # A resolution that arrives before its opening still closes the case.
     assert fold(None, [resolved, opened]).open_cases() == []
+
+
+_CENTS = st.integers(5_500, 6_900)  # bills of 55.00 to 69.00 EUR: often within tolerance
+_DAYS = st.integers(0, 200)
+
+
+@given(
+    bills=st.lists(st.tuples(_DAYS, _CENTS), min_size=1, max_size=14, unique_by=lambda b: b[0]),
+    data=st.data(),
+)
+@settings(max_examples=100, deadline=None)
+def test_approximate_habits_and_rhythms_do_not_depend_on_arrival_order(
+    bills: list[tuple[int, int]], data: st.DataObject
+) -> None:
+    from decimal import Decimal
+
+    from engine.habits import usual_requests
+
+    events = [
+        event(
+            "request",
+            at=T0 + timedelta(days=day, hours=3),
+            channel="web",
+            request="bill_payment",
+            amount=Decimal(cents) / 100,
+            currency="EUR",
+        )
+        for day, cents in bills
+    ]
+    shuffled = data.draw(st.permutations(events))
+    at = T0 + timedelta(days=201)
+    expected = usual_requests(fold(None, events), CONFIG, include_unformed=True, at=at)
+    assert usual_requests(fold(None, shuffled), CONFIG, include_unformed=True, at=at) == expected
+    twice = fold(fold(None, events), events)
+    assert usual_requests(twice, CONFIG, include_unformed=True, at=at) == expected
+    [habit] = expected
+    assert habit.window <= CONFIG.habit_window  # a fixed number of recent values per habit

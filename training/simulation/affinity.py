@@ -107,6 +107,11 @@ APPEAL: dict[str, Appeal] = {
     "mortgage_renegotiation": Appeal(0.12, affluent=0.2, premium=0.4, satisfaction=0.15),
     "dormant_reactivation": Appeal(0.05, digital=0.8),
 }
+#: Actions added to the catalogue later: each shares the taste (the noise draw) of an action of
+#: `APPEAL`, so adding them drew nothing more and left every population as it was.
+SHARED_TASTE: dict[str, tuple[str, Appeal]] = {
+    "usual_payment_due": ("usual_withdrawal", Appeal(0.65, digital=0.3)),
+}
 
 
 def draw_latent_extras(
@@ -240,10 +245,14 @@ def _draw_affinities(
     rng: np.random.Generator, spec: PopulationSpec, traits: LatentTraits, satisfaction: float
 ) -> dict[str, float]:
     noise = rng.normal(0.0, spec.affinity_noise, size=len(APPEAL))
-    return {
-        action_id: _logistic(appeal.logit(traits, satisfaction) + float(taste))
-        for (action_id, appeal), taste in zip(sorted(APPEAL.items()), noise, strict=True)
+    tastes = dict(zip(sorted(APPEAL), (float(taste) for taste in noise), strict=True))
+    affinities = {
+        action_id: _logistic(appeal.logit(traits, satisfaction) + tastes[action_id])
+        for action_id, appeal in sorted(APPEAL.items())
     }
+    for action_id, (shared, appeal) in SHARED_TASTE.items():
+        affinities[action_id] = _logistic(appeal.logit(traits, satisfaction) + tastes[shared])
+    return affinities
 
 
 def _logistic(logit: float) -> float:

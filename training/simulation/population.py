@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.events import Channel, Event, EventType
 from training.simulation.affinity import draw_latent_extras
+from training.simulation.periodic import draw_periodic_habits, periodic_requests
 from training.simulation.truth import (
     CASH_WITHDRAWAL,
     TOP_UP,
@@ -80,6 +81,8 @@ CURRENCY_ORDER_AMOUNTS: tuple[int, ...] = (200, 300, 500, 1000)
 CURRENCY_ORDER_DAYS_BEFORE = (2, 11)
 #: Stream of the latent generator, apart from the main one (the seed itself).
 _LATENT_STREAM = 1
+#: Stream of the periodic habits' generator (`training.simulation.periodic`).
+_PERIODIC_STREAM = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +189,15 @@ class _PopulationSimulator:
         self._calendar = Calendar(spec.start, spec.days)
         self._next_event_number = 0
         self._next_latent_number = 0
+        self._periodic_rng = np.random.Generator(np.random.PCG64([spec.seed, _PERIODIC_STREAM]))
+        self._next_periodic_number = 0
 
     def history(self, customer_id: str) -> CustomerHistory:
         truth = draw_customer_truth(self._rng, self._spec, self._calendar, customer_id)
         truth = draw_latent_extras(self._latent_rng, self._spec, self._calendar, truth)
+        if self._spec.periodic_share > 0:
+            periodic = draw_periodic_habits(self._periodic_rng, self._spec, self._calendar)
+            truth = truth.model_copy(update={"periodic": periodic})
         home = self._draw_home_touchpoints()
         touches = [*self._requests(truth, home), *self._contacts(truth, home)]
         events = [
@@ -199,6 +207,7 @@ class _PopulationSimulator:
             *self._feedback(truth, touches),
             *self._consents(truth, home),
             *self._currency_orders(truth, home),
+            *self._periodic_requests(truth, home),
         ]
         # In time order: folding them in another order could find some "too late" to fold.
         events.sort(key=_time_order)
@@ -220,10 +229,14 @@ class _PopulationSimulator:
         attributes: dict[str, Any],
         *,
         latent: bool = False,
+        periodic: bool = False,
     ) -> Event:
         """An event with the next id; events of the latent generator are numbered apart, so
         adding them leaves the ids of every other event unchanged."""
-        if latent:
+        if periodic:
+            number = f"p{self._next_periodic_number}"
+            self._next_periodic_number += 1
+        elif latent:
             number = f"x{self._next_latent_number}"
             self._next_latent_number += 1
         else:
@@ -413,6 +426,25 @@ class _PopulationSimulator:
                 )
             )
         return events
+
+    def _periodic_requests(self, truth: CustomerTruth, home: _HomeTouchpoints) -> list[Event]:
+        """Requests of the habits with varying amounts and rhythms (`periodic_share` only)."""
+        if not truth.periodic:
+            return []
+        return [
+            self._event(
+                truth,
+                channel,
+                home.pick(self._periodic_rng, channel),
+                EventType.REQUEST,
+                at,
+                values,
+                periodic=True,
+            )
+            for at, channel, values in periodic_requests(
+                self._periodic_rng, truth.periodic, self._calendar
+            )
+        ]
 
     def _digital_channel(self) -> Channel:
         return Channel.MOBILE_APP if self._latent_rng.random() < 0.5 else Channel.WEB

@@ -168,6 +168,11 @@ class PopulationSpec(BaseModel):
     affinity_noise: float = Field(
         0.7, ge=0, le=3, description="Sigma (logit) of a customer's own taste for each action."
     )
+    periodic_share: Probability = Field(
+        0.0,
+        description="Customers who also have habits with varying amounts and rhythms (bills, "
+        "salary-day transfers, grocery orders); 0 gives the classic population.",
+    )
     responsiveness_spread: float = Field(
         0.5, ge=0, le=3, description="Sigma (logit) of how open a customer is to any offer."
     )
@@ -196,6 +201,31 @@ class HabitPeriod(BaseModel):
     request: str
     channel: Channel
     values: HabitValues
+    start: AwareDatetime
+    end: AwareDatetime
+
+    def covers(self, request: str, channel: str, at: datetime) -> bool:
+        return self.request == request and self.channel == channel and self.start <= at < self.end
+
+
+class PeriodicHabit(BaseModel):
+    """A habit whose amount varies around `centre`, with a rhythm (`period`) or at any time.
+
+    Requests fall on `day` (of the month, or of the week: 0 = Monday) give or take
+    `jitter_days`, over [start, end); without a period, `per_month` of them at random times."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request: str
+    channel: Channel
+    currency: str
+    centre: float = Field(gt=0, description="The true usual amount.")
+    spread: float = Field(ge=0, description="Relative standard deviation of the amount.")
+    unit: float = Field(gt=0, description="How the customer rounds: 0.01 (cents), 10 (tens).")
+    period: Literal["monthly", "weekly"] | None = None
+    day: int = Field(0, ge=0, le=31)
+    jitter_days: int = Field(0, ge=0)
+    per_month: float = Field(0.0, ge=0)
     start: AwareDatetime
     end: AwareDatetime
 
@@ -260,6 +290,10 @@ class CustomerTruth(BaseModel):
     requests_per_month: dict[str, PerMonth]
     contacts_per_month: PerMonth
     habits: list[HabitPeriod]
+    periodic: list[PeriodicHabit] = Field(
+        default_factory=list,
+        description="Habits with varying amounts (and rhythms): with `periodic_share` only.",
+    )
     life_change_at: AwareDatetime | None = Field(
         None, description="When one habit period ended and another began, if it did."
     )
@@ -288,6 +322,13 @@ class CustomerTruth(BaseModel):
         for habit in self.habits:
             if habit.covers(request, channel, at):
                 return dict(habit.values)
+        return None
+
+    def periodic_at(self, request: str, channel: str, at: datetime) -> PeriodicHabit | None:
+        """The periodic or approximate habit behind a request at `at`, if any."""
+        for habit in self.periodic:
+            if habit.covers(request, channel, at):
+                return habit
         return None
 
     def complaint_weighs_at(self, at: datetime, aftermath: timedelta) -> bool:

@@ -13,7 +13,7 @@ from engine.decision import ChosenAction, Reasons
 from engine.events import Channel, Event, EventType
 from engine.fold import fold
 from engine.policy import ContactPolicy
-from training.simulation.affinity import APPEAL
+from training.simulation.affinity import APPEAL, SHARED_TASTE
 from training.simulation.checks import Delivery, Violations, check_offer
 from training.simulation.nba import NbaSimulation, NbaSimulationReport, TooFewTouches
 from training.simulation.policies import PolicyResult
@@ -37,7 +37,7 @@ def full_slates() -> PolicyResult:
 
 
 def test_every_catalogue_action_has_a_latent_appeal() -> None:
-    assert {action.id for action in CATALOGUE.actions} == set(APPEAL)
+    assert {action.id for action in CATALOGUE.actions} == set(APPEAL) | set(SHARED_TASTE)
 
 
 def test_the_policies_answer_the_same_moments(one_offer: NbaSimulationReport) -> None:

@@ -381,3 +381,33 @@ def test_affinities_follow_the_latent_traits(population: Population) -> None:
     for truth in population.truth.values():
         assert all(0 < p < 1 for p in truth.action_affinity.values())
         assert "current_account" in truth.products
+
+
+def test_periodic_habits_come_from_their_own_generator_with_their_own_ids() -> None:
+    from training.simulation.population import generate_population
+
+    base = PopulationSpec(customers=30, seed=5, start=datetime(2026, 1, 1, tzinfo=UTC))
+    classic = generate_population(base)
+    realistic = generate_population(base.model_copy(update={"periodic_share": 1.0}))
+    periodic = [e for e in realistic.events if e.event_id.split("-")[-1].startswith("p")]
+    assert periodic
+    others = [e for e in realistic.events if not e.event_id.split("-")[-1].startswith("p")]
+    assert others == classic.events  # adding them changed no other event
+    for event in periodic:
+        truth = realistic.truth[event.customer_id]
+        habit = truth.periodic_at(
+            event.attributes["request"], event.channel.value, event.occurred_at
+        )
+        assert habit is not None
+    # Most amounts lie near the true centre; transfers are in round tens.
+    near = 0
+    for event in periodic:
+        habit = realistic.truth[event.customer_id].periodic_at(
+            event.attributes["request"], event.channel.value, event.occurred_at
+        )
+        assert habit is not None
+        amount = float(event.attributes["amount"])
+        near += abs(amount - habit.centre) <= 0.15 * habit.centre
+        if habit.unit == 10.0:
+            assert amount % 10 == 0
+    assert near > 0.8 * len(periodic)
