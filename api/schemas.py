@@ -11,7 +11,7 @@ from api.bounds import InputBounds, event_violation
 from api.errors import field_errors
 from api.params import Instant
 from api.serving import ANONYMOUS_CUSTOMER, PendingEvent
-from engine.decision import ChosenAction, Decision, DecisionRequest, Reasons
+from engine.decision import ChosenAction, Decision, DecisionRequest, HabitTrace, Reasons
 from engine.events import Channel, Event, Identifier, OutcomeKind
 from engine.identity import Identity
 from engine.preferences import ConsentStatus, Purpose
@@ -223,6 +223,12 @@ class DecisionOut(BaseModel):
     degraded: bool
     policy_version: str
     model_version: str | None
+    habits: list[HabitTrace] = Field(
+        default_factory=list,
+        description="Every habit considered at this touchpoint, offered as a default or not, "
+        "with why (below count or share, suppressed after declines, below the model's "
+        "acceptance threshold, filtered by context.request, not due yet).",
+    )
 
     @classmethod
     def of(cls, decision: Decision) -> DecisionOut:
