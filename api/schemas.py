@@ -179,6 +179,12 @@ class DecisionIn(BaseModel):
     at: Instant | None = Field(
         None, description="When the decision is asked; the server's clock if omitted."
     )
+    dry_run: bool = Field(
+        False,
+        description="True: answer the decision this touchpoint would get, and log nothing: no "
+        "decision log entry, no exposure counted toward caps or cooldowns (its id starts with "
+        "'dry_' and is unknown to GET /v1/decisions/{id}).",
+    )
 
     @model_validator(mode="after")
     def _names_a_customer(self) -> DecisionIn:

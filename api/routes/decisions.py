@@ -1,15 +1,22 @@
+from datetime import datetime
+
 from fastapi import APIRouter, Response
 
 from api.auth import require
 from api.bounds import context_violation
-from api.deps import ForDecisions, Store
+from api.console.simulator import simulate
+from api.deps import DecisionServing, ForDecisions, Store
 from api.errors import invalid_request
 from api.schemas import DecisionIn, DecisionOut, decision_answer
-from api.serving import decide_for, logged_decision
+from api.serving import decide_for, logged_decision, new_decision_id
+from engine.decide import degraded_decision
 from engine.decision import Decision
+from engine.identity import HashedIdentity
 from feature_store.credentials import Scope
+from feature_store.errors import StoreUnavailable
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
+JSON = "application/json"
 
 
 @router.post(
@@ -29,6 +36,8 @@ async def post_decision(question: DecisionIn, serving: ForDecisions) -> Response
     # Async, so no thread hop: the store's calls are short and synchronous, made on the loop.
     identity = question.identity.hashed(serving.identity_secret) if question.identity else None
     at = question.at or serving.now
+    if question.dry_run:
+        return Response(decision_answer(dry_run(question, serving, identity, at)), media_type=JSON)
     decision = decide_for(
         serving.store,
         question.as_request(),
@@ -39,7 +48,28 @@ async def post_decision(question: DecisionIn, serving: ForDecisions) -> Response
         assigner=serving.experiments.assigner(at),
         population=serving.population,
     )
-    return Response(decision_answer(decision), media_type="application/json")
+    return Response(decision_answer(decision), media_type=JSON)
+
+
+def dry_run(
+    question: DecisionIn, serving: DecisionServing, identity: HashedIdentity | None, at: datetime
+) -> Decision:
+    """The decision without a trace: computed by the console's simulator, which reads the store
+    through a read-only view (nothing logged, no exposure counted)."""
+    try:
+        return simulate(
+            serving.store,
+            question.as_request(),
+            at=at,
+            policy=serving.policy,
+            scorer=serving.scorer,
+            assigner=serving.experiments.assigner(at),
+            identity=identity,
+        ).decision
+    except StoreUnavailable:
+        return degraded_decision(
+            question.as_request(), decision_id=f"dry_{new_decision_id()}", at=at
+        )
 
 
 @router.get("/{decision_id}", response_model=Decision, dependencies=[require(Scope.CUSTOMERS_READ)])
