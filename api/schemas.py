@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from api.bounds import InputBounds, event_violation
 from api.errors import field_errors
@@ -179,7 +179,7 @@ class DecisionIn(BaseModel):
     at: Instant | None = Field(
         None, description="When the decision is asked; the server's clock if omitted."
     )
-    dry_run: bool = Field(
+    dry_run: StrictBool = Field(
         False,
         description="True: answer the decision this touchpoint would get, and log nothing: no "
         "decision log entry, no exposure counted toward caps or cooldowns (its id starts with "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -33,6 +34,11 @@ def serve(
 ) -> None:
     """Start the API. The store comes from the setting RAPPORT_STORE."""
     settings = Settings()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here and GET /metrics adds them up (api.metrics).
+        folder = tempfile.mkdtemp(prefix="rapport-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        console().print(f"Metrics of the {workers} workers are gathered in {folder}")
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -105,3 +105,18 @@ def client(api_key: str, server: LiveServer) -> Iterator[httpx.Client]:
     """An HTTP client of the live app that sends `api_key` (every scope) on each request."""
     with httpx.Client(base_url=server.url, timeout=10, headers=bearer(api_key)) as http:
         yield http
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store_settings(
+    request: pytest.FixtureRequest, tmp_path: Path, settings: Settings
+) -> Iterator[Settings]:
+    """The test's settings on SQLite, then on a redis-server of its own: tests that take it run
+    once on each store."""
+    if request.param == "sqlite":
+        yield settings
+        return
+    from tests.feature_store.redis_servers import RedisServer
+
+    with RedisServer(tmp_path / "redis") as redis:
+        yield settings.model_copy(update={"store": redis.url})

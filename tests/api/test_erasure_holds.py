@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,20 +15,8 @@ from api.settings import Settings
 from feature_store.credentials import Scope
 from feature_store.factory import open_store
 from tests.api.conftest import LiveServer, bearer, create_key
-from tests.feature_store.redis_servers import RedisServer
 
 DECISION = {"customer_id": "cust-gone", "touchpoint": "atm-0042", "channel": "atm"}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def store_settings(
-    request: pytest.FixtureRequest, tmp_path: Path, settings: Settings
-) -> Iterator[Settings]:
-    if request.param == "sqlite":
-        yield settings
-        return
-    with RedisServer(tmp_path / "redis") as redis:
-        yield settings.model_copy(update={"store": redis.url})
 
 
 @pytest.fixture

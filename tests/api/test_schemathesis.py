@@ -18,7 +18,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ import pytest
 from api.settings import Settings
 from feature_store.credentials import Scope
 from tests.api.conftest import LiveServer, create_key
-from tests.feature_store.redis_servers import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +32,6 @@ pytestmark = pytest.mark.slow
 SEED = 7
 MAX_EXAMPLES = 25
 MAX_SECONDS = 150
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def store_settings(
-    request: pytest.FixtureRequest, tmp_path: Path, settings: Settings
-) -> Iterator[Settings]:
-    if request.param == "sqlite":
-        yield settings
-        return
-    with RedisServer(tmp_path / "redis") as redis:
-        yield settings.model_copy(update={"store": redis.url})
 
 
 def test_the_api_meets_its_openapi_document(store_settings: Settings, tmp_path: Path) -> None:
