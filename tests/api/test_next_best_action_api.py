@@ -140,7 +140,10 @@ def test_service_before_sales_over_http(client: httpx.Client) -> None:
     decision = decide(client)
     assert decision["actions"], decision
     assert not any(a["kind"] in SALES_KINDS for a in decision["actions"])
-    assert "addresses:complaint" in decision["actions"][0]["reason_codes"]
+    # Exploration (epsilon-greedy, drawn from the random decision id) may swap the order a few
+    # times in a hundred; the ranking it explores around is by score, and the complaint leads it.
+    best = max(decision["actions"], key=lambda action: action["score"])
+    assert "addresses:complaint" in best["reason_codes"]
 
 
 def test_touchpoints_report_volume_nps_and_complaints(client: httpx.Client) -> None:
