@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test redis chromium lint types pytest bench bench-decisions bench-overload \
-	bench-stack bench-ingest bench-memory bench-latency learning nba train mlflow-ui clean
+	bench-stack bench-ingest bench-memory learning nba train mlflow-ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,10 +62,6 @@ bench-ingest: $(STAMP) redis
 ## Redis bytes per customer by key type (demo population), and one customer with 10,000 events.
 bench-memory: $(STAMP) redis
 	$(BIN)/python -m bench.redis_memory --out var/bench/redis_memory.json
-
-## The earlier open-loop latency bench against a bare endpoint without a store.
-bench-latency: $(STAMP)
-	$(BIN)/python -m bench.decisions_latency --rate 50 --duration 20
 
 ## Learning figures on the synthetic population (README "What it learns").
 learning: $(STAMP)

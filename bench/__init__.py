@@ -1,1 +1,1 @@
-"""Benchmarks of the running API: `python -m bench.decisions_latency` (also `make bench`)."""
+"""Benchmarks of the running API beside a floor measured in the same run (`make bench-*`)."""

@@ -46,12 +46,12 @@ import typer
 
 from api.cli.keys import create_key
 from bench.closed_loop import ClosedLoopRun, run_closed_loop
-from bench.decisions_latency import decision_bodies
 from bench.floor_app import REDIS_URL_VARIABLE, seed_values
 from bench.harness import (
     Server,
     bench_stores,
     check_post,
+    decision_bodies,
     load,
     machine,
     machine_busy_seconds,

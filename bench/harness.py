@@ -18,16 +18,21 @@ import time
 from collections.abc import Coroutine, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
 import httpx
 import uvloop
 
-from bench.decisions_latency import REPO, load_population
+from api.cli.common import load_events
 from bench.loadgen import Target
 from bench.redis_memory import redis_server
+from engine.config import EngineConfig
+from feature_store.factory import open_store
+from training.simulation.population import PopulationSpec, generate_population
 
+REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # loopback only
 STARTUP_SECONDS = 60.0
 STOP_SECONDS = 10.0
@@ -205,3 +210,32 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
         cells = [row[0].ljust(widths[0])]
         cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
         print("  ".join(cells))
+
+
+def load_population(store_url: str, *, customers: int, seed: int) -> tuple[list[str], int]:
+    """Load a synthetic population ending now into the store; its customer ids, events."""
+    end = datetime.now(UTC).replace(microsecond=0)
+    spec = PopulationSpec(customers=customers, seed=seed, start=end - timedelta(days=180))
+    population = generate_population(spec)
+    store = open_store(store_url, EngineConfig())
+    try:
+        loaded = load_events(store, population.events)
+    finally:
+        store.close()
+    return sorted(population.truth), loaded
+
+
+def decision_bodies(customer_ids: list[str], *, count: int) -> list[bytes]:
+    """JSON bodies of decision requests: customer `i % n`, at an ATM, the web or the app."""
+    touchpoints = [("atm", "atm-{:04d}"), ("web", "web"), ("mobile_app", "app-ios")]
+    bodies = []
+    for index in range(max(1, min(count, 3 * len(customer_ids)))):
+        channel, touchpoint = touchpoints[index % len(touchpoints)]
+        request = {
+            "customer_id": customer_ids[index % len(customer_ids)],
+            "touchpoint": touchpoint.format(1 + index % 500),
+            "channel": channel,
+            "context": {},
+        }
+        bodies.append(json.dumps(request).encode())
+    return bodies
