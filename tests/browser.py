@@ -13,12 +13,14 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 STARTUP_SECONDS = 30.0
 
@@ -65,54 +67,36 @@ class Chromium:
             time.sleep(0.05)
         return int(active.read_text().splitlines()[0])
 
-    def load(self, url: str, timeout: float = 30.0, wait_for: str | None = None) -> PageLoad:
-        """Open `url` in a new tab and collect what happens until it has loaded and, with
-        `wait_for`, until the page's text shows it (pages that render by script)."""
+    @contextmanager
+    def tab(self, timeout: float = 30.0) -> Iterator[Tab]:
+        """A new tab, driven over DevTools, collecting into its `PageLoad` what happens."""
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/json/new?about:blank", method="PUT"
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
             target = json.load(answer)
-        ids = itertools.count(1)
-        load = PageLoad()
         with connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
+            yield Tab(socket, timeout)
 
-            def call(method: str, **params: Any) -> dict[str, Any]:
-                call_id = next(ids)
-                socket.send(json.dumps({"id": call_id, "method": method, "params": params}))
-                while True:
-                    message = json.loads(socket.recv(timeout=timeout))
-                    if message.get("id") == call_id:
-                        result: dict[str, Any] = message.get("result", {})
-                        return result
-                    self._collect(message, load)
-
-            for domain in ("Runtime", "Log", "Page", "Network"):
-                call(f"{domain}.enable")
-            call("Page.navigate", url=url)
+    def load(self, url: str, timeout: float = 30.0, wait_for: str | None = None) -> PageLoad:
+        """Open `url` in a new tab and collect what happens until it has loaded and, with
+        `wait_for`, until the page's text shows it (pages that render by script)."""
+        with self.tab(timeout) as tab:
+            tab.open(url)
             deadline = time.monotonic() + timeout
             while True:
-                message = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
-                self._collect(message, load)
-                if message.get("method") == "Page.loadEventFired":
-                    break
-            time.sleep(0.3)  # let late console messages arrive
-            while True:
-                value = call(
-                    "Runtime.evaluate", expression="document.body.innerText", returnByValue=True
-                )
-                load.text = value["result"]["value"]
-                if wait_for is None or wait_for in load.text or time.monotonic() > deadline:
+                tab.read_text()
+                if wait_for is None or wait_for in tab.load.text or time.monotonic() > deadline:
                     break
                 time.sleep(0.1)
-            widths = call(
+            widths = tab.call(
                 "Runtime.evaluate",
                 expression="[...document.querySelectorAll('svg')]"
                 ".map(s => s.getBoundingClientRect().width)",
                 returnByValue=True,
             )
-            load.svg_widths = widths["result"]["value"]
-        return load
+            tab.load.svg_widths = widths["result"]["value"]
+            return tab.load
 
     @staticmethod
     def _collect(message: dict[str, Any], load: PageLoad) -> None:
@@ -138,3 +122,49 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+class Tab:
+    """One DevTools session on a tab: commands, and the events seen meanwhile (`load`)."""
+
+    def __init__(self, socket: ClientConnection, timeout: float) -> None:
+        self.socket = socket
+        self.timeout = timeout
+        self.load = PageLoad()
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        call_id = next(self._ids)
+        self.socket.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv(timeout=self.timeout))
+            if message.get("id") == call_id:
+                result: dict[str, Any] = message.get("result", {})
+                return result
+            Chromium._collect(message, self.load)
+
+    def wait_loaded(self) -> None:
+        """Until the page's load event, collecting what comes meanwhile."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = max(0.1, deadline - time.monotonic())
+            message = json.loads(self.socket.recv(timeout=remaining))
+            Chromium._collect(message, self.load)
+            if message.get("method") == "Page.loadEventFired":
+                return
+
+    def open(self, url: str) -> None:
+        """Enable the domains collected, navigate to `url` and wait until it has loaded."""
+        for domain in ("Runtime", "Log", "Page", "Network"):
+            self.call(f"{domain}.enable")
+        self.call("Page.navigate", url=url)
+        self.wait_loaded()
+
+    def read_text(self) -> str:
+        """The page's text, once late console messages had a moment to arrive."""
+        time.sleep(0.3)
+        value = self.call(
+            "Runtime.evaluate", expression="document.body.innerText", returnByValue=True
+        )
+        self.load.text = value["result"]["value"]
+        return self.load.text

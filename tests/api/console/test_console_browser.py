@@ -3,15 +3,10 @@ violation, no request to another origin, and the key figures on the page."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import time
-import urllib.request
-from typing import Any
 
 import pytest
-from websockets.sync.client import connect
 
 from api.cli.serve import DEMO_CUSTOMER
 from api.console.session import SESSION_COOKIE
@@ -24,26 +19,17 @@ from tests.browser import Chromium, PageLoad
 
 def set_cookie(chromium: Chromium, url: str, name: str, value: str) -> None:
     """Give the browser the session cookie, with the flags the console sets."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{chromium.port}/json/new?about:blank", method="PUT"
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        target = json.load(answer)
-    with connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
-        params: dict[str, Any] = {
-            "name": name,
-            "value": value,
-            "url": url,
-            "path": "/console",
-            "httpOnly": True,
-            "sameSite": "Strict",
-        }
-        socket.send(json.dumps({"id": 1, "method": "Network.setCookie", "params": params}))
-        while True:
-            message = json.loads(socket.recv(timeout=10))
-            if message.get("id") == 1:
-                assert message["result"]["success"], message
-                return
+    with chromium.tab(timeout=10) as tab:
+        result = tab.call(
+            "Network.setCookie",
+            name=name,
+            value=value,
+            url=url,
+            path="/console",
+            httpOnly=True,
+            sameSite="Strict",
+        )
+    assert result["success"], result
 
 
 def submit_form(
@@ -52,51 +38,21 @@ def submit_form(
     """Open `url`, fill the fields of the form matched by the CSS selector `form` and submit
     it, then collect the answer's load and the names of the cookies the browser holds for
     `url`. (The fields are filled through DevTools, which the page's CSP does not govern.)"""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{chromium.port}/json/new?about:blank", method="PUT"
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        target = json.load(answer)
-    load = PageLoad()
-    ids = itertools.count(1)
-    with connect(target["webSocketDebuggerUrl"], max_size=None) as socket:
-
-        def call(method: str, **params: Any) -> dict[str, Any]:
-            call_id = next(ids)
-            socket.send(json.dumps({"id": call_id, "method": method, "params": params}))
-            while True:
-                message = json.loads(socket.recv(timeout=timeout))
-                if message.get("id") == call_id:
-                    result: dict[str, Any] = message.get("result", {})
-                    return result
-                Chromium._collect(message, load)
-
-        def loaded() -> None:
-            while True:
-                message = json.loads(socket.recv(timeout=timeout))
-                Chromium._collect(message, load)
-                if message.get("method") == "Page.loadEventFired":
-                    return
-
-        for domain in ("Runtime", "Log", "Page", "Network"):
-            call(f"{domain}.enable")
-        call("Page.navigate", url=url)
-        loaded()
+    with chromium.tab(timeout) as tab:
+        tab.open(url)
         fill = "".join(
             f"f.querySelector({json.dumps(f'[name={name}]')}).value = {json.dumps(value)};"
             for name, value in fields.items()
         )
-        call(
+        tab.call(
             "Runtime.evaluate",
             expression=f"{{const f = document.querySelector({json.dumps(form)});"
             f"{fill} f.requestSubmit();}}",
         )
-        loaded()
-        time.sleep(0.3)  # late console messages
-        text = call("Runtime.evaluate", expression="document.body.innerText", returnByValue=True)
-        load.text = text["result"]["value"]
-        cookies = call("Network.getCookies", urls=[url])
-    return load, [cookie["name"] for cookie in cookies["cookies"]]
+        tab.wait_loaded()
+        tab.read_text()
+        cookies = tab.call("Network.getCookies", urls=[url])
+    return tab.load, [cookie["name"] for cookie in cookies["cookies"]]
 
 
 def assert_clean(load: PageLoad, origin: str) -> None:
