@@ -15,6 +15,7 @@ from api.auth import KeyAuthenticator, install_auth_error_handlers, watch_revoca
 from api.console import install_console
 from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.fast_lane import FastLane
 from api.limits import BodyLimits, InputGuard
 from api.logs import AccessLog, configure_logging, log_unhandled
 from api.model_server import open_model_server, start_serving, stop_serving
@@ -126,7 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app)
     # Middleware added later wraps what was added before: the access log sees every answer,
     # the overload guard refuses before a key is looked up or a body read, and the input
-    # guard checks the key, then bounds the body, before the app parses anything.
+    # guard checks the key, then bounds the body, before the app parses anything. Innermost,
+    # the fast lane answers ordinary decisions without the router's walk (`api.fast_lane`).
+    app.add_middleware(FastLane)
     app.add_middleware(
         InputGuard,
         limits=BodyLimits(

@@ -75,7 +75,7 @@ class InputGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
+        await self.app(scope, replay(b"".join(chunks), receive), send)
 
 
 def _guarded(scope: Scope) -> bool:
@@ -98,17 +98,25 @@ def _authorization(scope: Scope) -> str | None:
 
 async def _has_valid_key(scope: Scope) -> bool:
     """Whether the request carries an active key. During a store outage this answers True and
-    leaves the verdict to the route (which may accept a recently seen key, or answer 503)."""
+    leaves the verdict to the route (which may accept a recently seen key, or answer 503).
+
+    The key found is kept on the request's state (`request.state.api_key`, as the routes'
+    `require(scope)` sets it), so the fast lane (`api.fast_lane`) checks its scope without
+    looking it up again."""
     key = _authorization(scope)
     if not key:
         return False
     keys: KeyAuthenticator = scope["app"].state.api_keys
-    if keys.remembered(key) is not None:
-        return True
-    try:
-        return await run_in_threadpool(keys.look_up, key) is not None
-    except StoreUnavailable:
-        return True
+    found = keys.remembered(key)
+    if found is None:
+        try:
+            found = await run_in_threadpool(keys.look_up, key)
+        except StoreUnavailable:
+            return True
+        if found is None:
+            return False
+    scope.setdefault("state", {})["api_key"] = found
+    return True
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -132,7 +140,7 @@ def _too_large(limit: int) -> JSONResponse:
     )
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A `receive` that gives the app the body already read, then the client's messages."""
     sent = False
 
